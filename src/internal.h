@@ -1,0 +1,374 @@
+/* src/internal.h - private declarations shared between rill's source files.  Nothing here
+ * is public; tests may include it to check internal counters. */
+#ifndef RILL_INTERNAL_H
+#define RILL_INTERNAL_H
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "rill.h"
+#include "rill_config.h"
+
+#define rill__container_of(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define RILL__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RILL__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- core.c: allocation and logging ------------------------------------------------- */
+
+/* Every allocation of the library goes through these (rill_set_allocator). */
+void *rill__malloc(size_t n);
+void *rill__calloc(size_t n, size_t size); /* zeroed; overflow-checked */
+void *rill__realloc(void *p, size_t n);
+void rill__free(void *p);
+char *rill__strdup(const char *s);
+/* Logs through the rill_set_log hook (default: WARN and ERROR on stderr). */
+void rill__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- intrusive doubly linked list (circular, with a head node) ----------------------- */
+
+typedef struct rill__list {
+    struct rill__list *next, *prev;
+} rill__list;
+
+static inline void rill__list_init(rill__list *h)
+{
+    h->next = h->prev = h;
+}
+static inline bool rill__list_empty(const rill__list *h)
+{
+    return h->next == h;
+}
+static inline void rill__list_insert_tail(rill__list *h, rill__list *n)
+{
+    n->prev = h->prev;
+    n->next = h;
+    h->prev->next = n;
+    h->prev = n;
+}
+static inline void rill__list_insert_head(rill__list *h, rill__list *n)
+{
+    n->next = h->next;
+    n->prev = h;
+    h->next->prev = n;
+    h->next = n;
+}
+/* Unlinks n and makes it a self-loop, so removing twice is harmless. */
+static inline void rill__list_remove(rill__list *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->next = n->prev = n;
+}
+/* Moves every node of `from` to the tail of `to`; `from` becomes empty. */
+static inline void rill__list_splice(rill__list *to, rill__list *from)
+{
+    if (rill__list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    rill__list_init(from);
+}
+
+/* ---- timer.c: 4-ary min-heap ordered by (key, seq) ----------------------------------- */
+
+typedef struct {
+    uint64_t key; /* deadline */
+    uint64_t seq; /* insertion order breaks ties: FIFO among equal keys */
+    size_t idx;   /* position in the heap, SIZE_MAX when not in it */
+} rill__hnode;
+
+typedef struct {
+    rill__hnode **v;
+    size_t len, cap;
+    uint64_t seq;
+} rill__heap;
+
+void rill__heap_init(rill__heap *h);
+void rill__heap_free(rill__heap *h);
+/* 0 or RILL_ENOMEM (only when the array must grow). */
+int rill__heap_push(rill__heap *h, rill__hnode *n);
+void rill__heap_remove(rill__heap *h, rill__hnode *n);
+static inline rill__hnode *rill__heap_top(const rill__heap *h)
+{
+    return h->len ? h->v[0] : NULL;
+}
+
+/* Runs due timers (loop.c calls it once per iteration). */
+void rill__timers_run(rill_loop *loop);
+/* Frees timers left at loop destruction (there are none when rill_loop_free succeeds). */
+void rill__timers_free(rill_loop *loop);
+
+/* ---- loop.c: deferred calls, activity, handles --------------------------------------- */
+
+/* A deferred call embedded in its owner: queueing never allocates.  Lower priority first,
+ * FIFO among equals; queued calls run in the next iteration's defer phase. */
+typedef struct rill__defer {
+    rill__list link;
+    int priority;
+    bool queued;
+    void (*fn)(struct rill__defer *d);
+} rill__defer;
+
+void rill__defer_init(rill__defer *d, void (*fn)(rill__defer *));
+/* Queues d unless it already is (then only a lower priority moves it earlier). */
+void rill__defer_queue(rill_loop *loop, rill__defer *d, int priority);
+void rill__defer_cancel(rill_loop *loop, rill__defer *d);
+
+/* Active things keep RILL_RUN_DEFAULT running (reading streams, pending writes and
+ * connects, listening servers, timers, pool work). */
+void rill__loop_ref(rill_loop *loop);
+void rill__loop_unref(rill_loop *loop);
+/* Open objects (streams, servers, UDP endpoints, timers) make rill_loop_free refuse. */
+void rill__handle_add(rill_loop *loop);
+void rill__handle_remove(rill_loop *loop);
+/* The loop's read buffer: 64 KiB, reused by every read on the loop thread. */
+char *rill__loop_scratch(rill_loop *loop, size_t *len);
+/* The stream inactivity default from rill_loop_opts (0 = never). */
+uint64_t rill__loop_stream_timeout(const rill_loop *loop);
+/* True when the calling thread runs rill_loop_run with SIGPIPE blocked. */
+bool rill__sigpipe_blocked(void);
+/* After an EPIPE from a pipe write: consumes the SIGPIPE that write raised, if the thread
+ * had it blocked, so it is never delivered. */
+void rill__sigpipe_consume(void);
+
+/* ---- inactivity timeouts: one list per distinct timeout value, oldest activity first.
+ * Touching a node is O(1) (move to the tail); no heap re-arm per read. ---------------- */
+
+typedef struct rill__tgroup rill__tgroup;
+typedef struct rill__tnode {
+    rill__list link;
+    uint64_t last;        /* loop time of the last activity */
+    rill__tgroup *group;  /* NULL: not armed */
+} rill__tnode;
+
+/* expire(node) runs on the loop thread when now >= last + ms; the node is disarmed first. */
+void rill__tnode_init(rill__tnode *t);
+/* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM. */
+int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *));
+void rill__tnode_disarm(rill__tnode *t);
+void rill__tnode_touch(rill_loop *loop, rill__tnode *t);
+
+/* ---- pollers (src/poll/): one table per backend --------------------------------------- */
+
+enum { RILL__IO_READ = 1u, RILL__IO_WRITE = 2u, RILL__IO_ERR = 4u };
+
+typedef struct rill__io rill__io;
+/* revents: READ / WRITE readiness; errors and hang-ups are reported as READ|WRITE|ERR for
+ * the directions being watched, so the next read or write finds the cause. */
+typedef void rill__io_cb(rill__io *io, unsigned revents);
+
+struct rill__io {
+    int fd;
+    unsigned mask;    /* what the poller watches now */
+    int pidx;         /* backend's slot (poll: index in its array) */
+    rill__io_cb *cb;
+};
+
+typedef struct {
+    const char *name;
+    int (*init)(rill_loop *loop, void **state);
+    void (*done)(void *state);
+    /* Changes interest from io->mask to mask (0 removes).  0 or a RILL_E* code. */
+    int (*set)(void *state, rill__io *io, unsigned mask);
+    /* Waits up to timeout_ms (-1 forever) and calls each ready io's cb.  An io whose
+     * mask became 0 during dispatch gets no further callback.  Returns events or code. */
+    int (*wait)(void *state, int timeout_ms);
+} rill__poller;
+
+extern const rill__poller rill__poller_epoll;
+extern const rill__poller rill__poller_poll;
+
+void rill__io_init(rill__io *io, int fd, rill__io_cb *cb);
+/* Sets the watched directions; a no-op when unchanged.  0 or a RILL_E* code. */
+int rill__io_set(rill_loop *loop, rill__io *io, unsigned mask);
+
+/* ---- err.c -------------------------------------------------------------------------- */
+
+/* -errno, with EAGAIN/EWOULDBLOCK mapped to RILL_EAGAIN. */
+static inline int rill__errno(void)
+{
+    return errno == EWOULDBLOCK ? RILL_EAGAIN : -errno;
+}
+/* getaddrinfo's EAI_* (and EAI_SYSTEM with errno) as a RILL_E* code. */
+int rill__gai_error(int eai);
+
+/* ---- bytes.c -------------------------------------------------------------------------- */
+
+/* ---- buf.c: a chain of segments (copied blocks or referenced rill_bytes) --------------- */
+
+typedef struct rill__seg rill__seg;
+
+typedef struct {
+    rill__seg *head, *tail;
+    size_t len;      /* bytes buffered */
+    size_t scanned;  /* rill__buf_find: bytes from the start already searched */
+    size_t touched;  /* statistics: bytes the finder has examined in total */
+    rill__seg *spare; /* one free block kept to avoid malloc churn */
+} rill__buf;
+
+void rill__buf_init(rill__buf *b);
+/* Releases every segment (and references). */
+void rill__buf_free(rill__buf *b);
+/* Appends a copy.  0, or RILL_ENOMEM with nothing appended. */
+int rill__buf_append(rill__buf *b, const void *data, size_t len);
+/* Appends a reference to bytes[off..off+len) (takes a new reference). 0 or RILL_ENOMEM. */
+int rill__buf_append_bytes(rill__buf *b, rill_bytes *bytes, size_t off, size_t len);
+/* Drops n <= len bytes from the front; adjusts `scanned`. */
+void rill__buf_consume(rill__buf *b, size_t n);
+/* Copies up to n bytes starting at off into dst; returns how many. */
+size_t rill__buf_peek(const rill__buf *b, size_t off, void *dst, size_t n);
+/* Fills up to max iovecs with the buffered bytes from the front; returns the count. */
+int rill__buf_iov(const rill__buf *b, struct iovec *iov, int max);
+/* Makes the first n <= len bytes contiguous and returns them (NULL: RILL_ENOMEM). */
+const char *rill__buf_contig(rill__buf *b, size_t n);
+/* Searches for delim, resuming where the previous search of this buffer stopped (the
+ * caller resets with rill__buf_find_reset when the delimiter changes).  Returns the length
+ * of the frame up to and including the delimiter, or RILL_ENOMATCH. */
+ssize_t rill__buf_find(rill__buf *b, const void *delim, size_t dlen);
+static inline void rill__buf_find_reset(rill__buf *b)
+{
+    b->scanned = 0;
+}
+
+/* ---- streams ------------------------------------------------------------------------- */
+
+/* Transport flags. */
+enum {
+    RILL__TP_ASYNC = 1u, /* writes complete later (rill__stream_write_done); always queued */
+    RILL__TP_SOCKET = 2u /* the fd is a socket: send with MSG_NOSIGNAL, shutdown(2) */
+};
+
+/* What differs between kinds of stream.  NULL entries take the fd defaults (stream.c). */
+typedef struct rill__transport {
+    const char *name;
+    unsigned flags;
+    /* Readiness transports: read into buf; >0 bytes, 0 EOF, <0 code (RILL_EAGAIN). */
+    ssize_t (*read)(rill_stream *s, void *buf, size_t len);
+    /* Bytes accepted, or a code (RILL_EAGAIN: none now).  ASYNC transports: submit and
+     * return RILL_EINPROGRESS; the iovec memory stays valid until write_done. */
+    ssize_t (*writev)(rill_stream *s, const struct iovec *iov, int n);
+    /* Non-fd transports: begin / pause delivering data with rill__stream_deliver. */
+    int (*start)(rill_stream *s);
+    int (*stop)(rill_stream *s);
+    /* Ends the write half once the queue is empty. 0, RILL_EINPROGRESS (ASYNC) or code. */
+    int (*shutdown)(rill_stream *s);
+    /* Releases the transport (closes the fd unless stolen).  Runs once. */
+    void (*close)(rill_stream *s);
+} rill__transport;
+
+extern const rill__transport rill__fd_transport;
+
+/* Stream state flags. */
+enum {
+    RILL__S_READABLE = 1u << 0,   /* may read at all */
+    RILL__S_WRITABLE = 1u << 1,   /* may write at all */
+    RILL__S_READING = 1u << 2,    /* user asked to read (start, or framing requests) */
+    RILL__S_CONNECTING = 1u << 3, /* writes queue until rill__stream_connected */
+    RILL__S_EOF = 1u << 4,        /* the peer finished */
+    RILL__S_SHUT = 1u << 5,       /* shutdown requested (no more writes) */
+    RILL__S_SHUT_DONE = 1u << 6,
+    RILL__S_GRACEFUL = 1u << 7,   /* close once the queue is empty */
+    RILL__S_CLOSED = 1u << 8,     /* closed: the transport is released */
+    RILL__S_CLOSE_DONE = 1u << 9, /* CLOSE emitted */
+    RILL__S_IPC = 1u << 10,
+    RILL__S_STOLEN = 1u << 11,    /* fd detached: close must not close it */
+    RILL__S_ACTIVE = 1u << 12,    /* holds a loop reference */
+    RILL__S_PENDING = 1u << 13,   /* GIO pending flag */
+    RILL__S_WATCH_W = 1u << 14,   /* waiting for writability */
+    RILL__S_HANDLE = 1u << 15,    /* a server or pair end counts it in the loop's handles */
+};
+
+/* Work that the stream's deferred call does (never inside the user's call). */
+enum {
+    RILL__D_DONE = 1u,   /* write completions ready */
+    RILL__D_WRITE = 2u,  /* WRITE event with pending byte count */
+    RILL__D_DRAIN = 4u,
+    RILL__D_ERROR = 8u,  /* an error found inside a user call */
+    RILL__D_CLOSE = 16u, /* finish closing: cancel requests, CLOSE, release */
+    RILL__D_FRAME = 32u, /* buffered input may satisfy a new framing request */
+    RILL__D_SHUT = 64u,  /* shutdown completion */
+};
+
+typedef struct rill__sub rill__sub;
+typedef struct rill__wdone rill__wdone;
+typedef struct rill__freq rill__freq;
+
+struct rill_stream {
+    rill_loop *loop;
+    const rill__transport *tp;
+    void *tpdata;            /* the transport's own state */
+    rill__io io;             /* io.fd: the fd, or -1 */
+    uint32_t flags;          /* RILL__S_* */
+    uint32_t dflags;         /* RILL__D_* */
+    int refs;
+    int err;                 /* first error */
+    int pending_err;         /* RILL__D_ERROR */
+    int emitting;            /* nesting depth of event dispatch */
+    rill__sub *subs;         /* subscriptions, in order */
+    rill__buf wq;            /* write queue bytes */
+    rill__list wdone;        /* completions, by cumulative byte offset */
+    uint64_t wq_written;     /* bytes of the queue written so far (for completions) */
+    uint64_t wq_total;       /* bytes ever queued */
+    size_t written_pending;  /* for the WRITE event */
+    rill__buf in;            /* unconsumed input (framing) */
+    rill__list frames;       /* framing requests */
+    rill__tnode tnode;
+    uint64_t timeout_ms;
+    rill__defer defer;
+    size_t low, high, max_buffer;
+    void *data;
+    rill_server *server;     /* the server that accepted it */
+    rill__list srv_link;     /* in the server's connection set */
+    rill__wdone *wfree;      /* recycled completion records */
+    rill_done_fn *shut_cb;
+    void *shut_arg;
+    int family;
+};
+
+/* Creates a stream over transport tp (refs 1, open).  fd may be -1.  The caller sets the
+ * READABLE / WRITABLE / IPC flags and tpdata.  NULL with errno ENOMEM. */
+rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd,
+                              uint32_t flags);
+/* Readiness transports: the fd's poller callback (shared by every fd transport). */
+void rill__stream_io(rill__io *io, unsigned revents);
+/* Data arrived (non-fd transports, or a transport's own read path): n > 0 bytes, 0 EOF,
+ * < 0 an error.  Runs READ handlers / framing. */
+void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n);
+/* ASYNC transports: a submitted write finished (n bytes, or a code). */
+void rill__stream_write_done(rill_stream *s, ssize_t n);
+/* ASYNC transports: a submitted shutdown finished. */
+void rill__stream_shutdown_done(rill_stream *s, int status);
+/* Connecting transports: the connection is up (status 0: CONNECT, flush queued writes)
+ * or failed (ERROR, then close). */
+void rill__stream_connected(rill_stream *s, int status);
+/* Reports an error from the loop's side: ERROR event (or close when unhandled). */
+void rill__stream_error(rill_stream *s, int err);
+/* Emits an event to the stream's handlers with a reference held around them. */
+void rill__stream_emit(rill_stream *s, const rill_event *ev);
+/* Re-evaluates poller interest and the loop reference after a state change. */
+void rill__stream_update(rill_stream *s);
+
+/* frame.c: serves queued framing requests from s->in plus new bytes data[0..n).
+ * Returns how many of data's bytes were consumed by frames or appended to s->in (all of
+ * them, unless a callback stopped or closed the stream: the rest is appended too). */
+bool rill__frame_pending(const rill_stream *s);
+void rill__frame_feed(rill_stream *s, const char *data, size_t n);
+/* At EOF / close: complete every request with status (RILL_EOF / RILL_ECANCELED). */
+void rill__frame_finish(rill_stream *s, int status);
+
+/* server.c: a connection left (closed); removes it from the set. */
+void rill__server_forget(rill_stream *s);
+/* fd.c: stream over an fd of a known kind (sockets, pipes, devices). */
+rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family);
+
+#endif

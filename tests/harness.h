@@ -1,0 +1,56 @@
+/* tests/harness.h - helpers shared by the tests: bounded loop runs, hashing, fd counts,
+ * counting and failing allocators.  Every wait here is bounded. */
+#ifndef RILL_TEST_HARNESS_H
+#define RILL_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "rill.h"
+
+/* A new loop on the backend named by RILL_BACKEND (the suite's); fails the test on error. */
+rill_loop *th_loop_new(void);
+/* Runs the loop until no handle is left (bounded) and asserts rill_loop_free succeeds. */
+void th_loop_free(rill_loop *loop);
+/* Monotonic milliseconds. */
+uint64_t th_now_ms(void);
+/* A repeating 5 ms timer that keeps RILL_RUN_ONCE from sleeping forever; stop it after. */
+rill_timer *th_tick_start(rill_loop *loop);
+
+/* Runs the loop one iteration at a time until cond holds; fails after ms milliseconds. */
+#define TH_RUN_UNTIL(loop, cond, ms)                                                   \
+    do {                                                                               \
+        rill_timer *th_t_ = th_tick_start(loop);                                       \
+        uint64_t th_d_ = th_now_ms() + (ms);                                           \
+        while (!(cond)) {                                                              \
+            if (th_now_ms() > th_d_) {                                                 \
+                rill_timer_stop(th_t_);                                                \
+                fail_msg("timed out after %d ms waiting for: %s", (int)(ms), #cond);   \
+            }                                                                          \
+            rill_loop_run(loop, RILL_RUN_ONCE);                                        \
+        }                                                                              \
+        rill_timer_stop(th_t_);                                                        \
+    } while (0)
+
+/* FNV-1a, 64 bits: start with TH_HASH_INIT. */
+#define TH_HASH_INIT 0xcbf29ce484222325ull
+uint64_t th_hash(uint64_t h, const void *data, size_t len);
+/* Fills buf with a deterministic pattern from seed. */
+void th_fill(void *buf, size_t len, uint64_t seed);
+
+/* Number of open fds of this process (from /proc/self/fd). */
+int th_fd_count(void);
+
+/* Installs an allocator that counts calls (and, with th_alloc_fail_at(n) > 0, fails the
+ * n-th allocation from now on).  th_alloc_reset restores the default allocator. */
+void th_alloc_install(void);
+void th_alloc_reset(void);
+size_t th_alloc_count(void);   /* malloc + realloc calls since install */
+size_t th_alloc_live(void);    /* allocations not yet freed */
+void th_alloc_fail_at(size_t n);
+bool th_alloc_failed(void);    /* the planned failure happened */
+
+#endif
