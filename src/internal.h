@@ -257,7 +257,8 @@ typedef struct rill__transport {
     /* Bytes accepted, or a code (RILL_EAGAIN: none now).  ASYNC transports: submit and
      * return RILL_EINPROGRESS; the iovec memory stays valid until write_done. */
     ssize_t (*writev)(rill_stream *s, const struct iovec *iov, int n);
-    /* Non-fd transports: begin / pause delivering data with rill__stream_deliver. */
+    /* Non-fd transports: begin / pause delivering data with rill__stream_deliver.  Called
+     * on every state change (must be idempotent); deliver only while started. */
     int (*start)(rill_stream *s);
     int (*stop)(rill_stream *s);
     /* Ends the write half once the queue is empty. 0, RILL_EINPROGRESS (ASYNC) or code. */
@@ -285,7 +286,8 @@ enum {
     RILL__S_ACTIVE = 1u << 12,    /* holds a loop reference */
     RILL__S_PENDING = 1u << 13,   /* GIO pending flag */
     RILL__S_WATCH_W = 1u << 14,   /* waiting for writability */
-    RILL__S_HANDLE = 1u << 15,    /* a server or pair end counts it in the loop's handles */
+    RILL__S_WBUSY = 1u << 15,     /* ASYNC transports: a write is in flight */
+    RILL__S_READCB = 1u << 16,    /* reading because framing requests wait */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */
@@ -299,7 +301,6 @@ enum {
     RILL__D_SHUT = 64u,  /* shutdown completion */
 };
 
-typedef struct rill__sub rill__sub;
 typedef struct rill__wdone rill__wdone;
 typedef struct rill__freq rill__freq;
 
@@ -314,7 +315,7 @@ struct rill_stream {
     int err;                 /* first error */
     int pending_err;         /* RILL__D_ERROR */
     int emitting;            /* nesting depth of event dispatch */
-    rill__sub *subs;         /* subscriptions, in order */
+    rill_sub *subs;          /* subscriptions, in order */
     rill__buf wq;            /* write queue bytes */
     rill__list wdone;        /* completions, by cumulative byte offset */
     uint64_t wq_written;     /* bytes of the queue written so far (for completions) */
@@ -330,6 +331,7 @@ struct rill_stream {
     rill_server *server;     /* the server that accepted it */
     rill__list srv_link;     /* in the server's connection set */
     rill__wdone *wfree;      /* recycled completion records */
+    rill__freq *ffree;       /* recycled framing requests */
     rill_done_fn *shut_cb;
     void *shut_arg;
     int family;
@@ -358,16 +360,27 @@ void rill__stream_emit(rill_stream *s, const rill_event *ev);
 /* Re-evaluates poller interest and the loop reference after a state change. */
 void rill__stream_update(rill_stream *s);
 
-/* frame.c: serves queued framing requests from s->in plus new bytes data[0..n).
- * Returns how many of data's bytes were consumed by frames or appended to s->in (all of
- * them, unless a callback stopped or closed the stream: the rest is appended too). */
-bool rill__frame_pending(const rill_stream *s);
+/* frame.c: serves queued framing requests from s->in plus new bytes data[0..n) (n may be
+ * 0: serve from s->in only).  What no request takes goes to READ handlers when the stream
+ * reads for them, else stays in s->in. */
 void rill__frame_feed(rill_stream *s, const char *data, size_t n);
-/* At EOF / close: complete every request with status (RILL_EOF / RILL_ECANCELED). */
+/* At EOF / close: completes every request with status (RILL_EOF gives the first request
+ * the buffered bytes; RILL_ECANCELED gives none). */
 void rill__frame_finish(rill_stream *s, int status);
+/* Frees the recycled request records. */
+void rill__frame_free(rill_stream *s);
+/* True when the stream wants bytes from its transport now. */
+bool rill__stream_wants_read(const rill_stream *s);
+/* Emits READ for buffered bytes (s->in) when READ handlers read. */
+void rill__stream_read_buffered(rill_stream *s);
 
-/* server.c: a connection left (closed); removes it from the set. */
-void rill__server_forget(rill_stream *s);
+/* server.c sets this when it creates its first server: a closed connection leaves its
+ * server's set (stream.c calls it for streams whose `server` is set). */
+extern void (*rill__server_forget)(rill_stream *s);
+/* file.c: a stream over an fd that cannot be polled (regular file, /dev/null): reads and
+ * writes run on the thread pool.  Takes ownership of fd.  flags: RILL_READONLY /
+ * RILL_WRITEONLY.  NULL with errno. */
+rill_stream *rill__file_stream(rill_loop *loop, int fd, unsigned flags);
 /* fd.c: stream over an fd of a known kind (sockets, pipes, devices). */
 rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family);
 

@@ -1,0 +1,105 @@
+/* src/fd.c - streams over existing fds: pipes, socketpairs, sockets and character devices. */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const rill__transport rill__fd_transport = {.name = "fd"};
+static const rill__transport sock_transport = {.name = "socket", .flags = RILL__TP_SOCKET};
+
+static int set_fd_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return rill__errno();
+    int fdf = fcntl(fd, F_GETFD);
+    if (fdf < 0 || (!(fdf & FD_CLOEXEC) && fcntl(fd, F_SETFD, fdf | FD_CLOEXEC) < 0))
+        return rill__errno();
+    return 0;
+}
+
+static int sock_family(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return AF_UNSPEC;
+    return ss.ss_family;
+}
+
+rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family)
+{
+    uint32_t sf = 0;
+    if (!(flags & RILL_WRITEONLY))
+        sf |= RILL__S_READABLE;
+    if (!(flags & RILL_READONLY))
+        sf |= RILL__S_WRITABLE;
+    if (flags & RILL_IPC)
+        sf |= RILL__S_IPC;
+    const rill__transport *tp = family != AF_UNSPEC ? &sock_transport : &rill__fd_transport;
+    rill_stream *s = rill__stream_new(loop, tp, fd, sf);
+    if (s)
+        s->family = family;
+    return s;
+}
+
+rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
+{
+    struct stat st;
+    if (!loop || (flags & RILL_READONLY && flags & RILL_WRITEONLY)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+        errno = EPERM; /* always "ready": the poller cannot watch it (use rill_file_open) */
+        return NULL;
+    }
+    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+    if (acc == O_RDONLY)
+        flags |= RILL_READONLY;
+    else if (acc == O_WRONLY)
+        flags |= RILL_WRITEONLY;
+    if ((flags & RILL_READONLY) && (flags & RILL_WRITEONLY)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int family = S_ISSOCK(st.st_mode) ? sock_family(fd) : AF_UNSPEC;
+    if ((flags & RILL_IPC) && family != AF_UNIX) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int rc = set_fd_flags(fd);
+    if (rc < 0) {
+        errno = -rc;
+        return NULL;
+    }
+    return rill__fd_stream(loop, fd, flags, family);
+}
+
+int rill_stream_pair(rill_loop *loop, rill_stream *out[2], unsigned flags)
+{
+    if (!loop || !out || (flags & ~RILL_IPC))
+        return RILL_EINVAL;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        return rill__errno();
+    out[0] = rill__fd_stream(loop, sv[0], flags, AF_UNIX);
+    out[1] = out[0] ? rill__fd_stream(loop, sv[1], flags, AF_UNIX) : NULL;
+    if (!out[1]) {
+        if (out[0]) {
+            rill_stream_close(out[0]); /* releases sv[0]; its CLOSE runs on the loop */
+            out[0] = NULL;
+        } else {
+            close(sv[0]);
+        }
+        close(sv[1]);
+        return RILL_ENOMEM;
+    }
+    return 0;
+}

@@ -1,0 +1,383 @@
+/* src/frame.c - framing requests (read_bytes, read_exactly, read_until, read_until_regex).
+ * Requests are served FIFO from the stream's input buffer and from new bytes as they
+ * arrive.  No byte is scanned twice: delimiter searches resume where they stopped and
+ * regex searches resume at the start of the last partial match (PCRE2 partial matching). */
+#include "internal.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+enum { F_BYTES, F_EXACTLY, F_UNTIL, F_REGEX };
+#define INLINE_DELIM 16
+
+struct rill_regex {
+    pcre2_code *code;
+};
+
+struct rill__freq {
+    rill__list link;
+    int kind;
+    size_t n;                /* BYTES: max; EXACTLY: count; UNTIL: delimiter length */
+    size_t resume;           /* REGEX: offset in s->in where the next search starts */
+    char idelim[INLINE_DELIM];
+    char *delim;             /* idelim, or an allocation for long delimiters */
+    const rill_regex *re;
+    pcre2_match_data *md;    /* REGEX: one ovector pair, kept with the recycled record */
+    rill_frame_fn *cb;
+    void *arg;
+};
+
+/* ---- regexes --------------------------------------------------------------------------- */
+
+rill_regex *rill_regex_new(const char *pattern, int *err, size_t *err_offset)
+{
+    int e = 0;
+    PCRE2_SIZE off = 0;
+    if (err)
+        *err = 0;
+    if (err_offset)
+        *err_offset = 0;
+    if (!pattern) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rill_regex *re = rill__malloc(sizeof *re);
+    if (!re) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    re->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &e, &off, NULL);
+    if (!re->code) {
+        rill__free(re);
+        if (err)
+            *err = e;
+        if (err_offset)
+            *err_offset = off;
+        errno = EINVAL;
+        return NULL;
+    }
+    /* JIT is an optimisation: without it (no executable memory) matching still works. */
+    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
+    return re;
+}
+
+int rill_regex_error_text(int err, char *buf, size_t cap)
+{
+    if (!buf || !cap)
+        return RILL_EINVAL;
+    int n = pcre2_get_error_message(err, (PCRE2_UCHAR *)buf, cap);
+    return n < 0 ? (n == PCRE2_ERROR_NOMEMORY ? RILL_ENOBUFS : RILL_EINVAL) : n;
+}
+
+void rill_regex_free(rill_regex *re)
+{
+    if (re) {
+        pcre2_code_free(re->code);
+        rill__free(re);
+    }
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static rill__freq *freq_get(rill_stream *s)
+{
+    rill__freq *q = s->ffree;
+    if (q) {
+        s->ffree = (rill__freq *)(void *)q->link.next;
+        return q;
+    }
+    q = rill__calloc(1, sizeof *q);
+    return q;
+}
+
+static void freq_put(rill_stream *s, rill__freq *q)
+{
+    if (q->delim != q->idelim)
+        rill__free(q->delim);
+    q->delim = NULL;
+    q->link.next = (rill__list *)(void *)s->ffree;
+    s->ffree = q;
+}
+
+void rill__frame_free(rill_stream *s)
+{
+    for (rill__freq *n, *q = s->ffree; q; q = n) {
+        n = (rill__freq *)(void *)q->link.next;
+        pcre2_match_data_free(q->md);
+        rill__free(q);
+    }
+    s->ffree = NULL;
+}
+
+static int request(rill_stream *s, rill__freq *q)
+{
+    rill__list_insert_tail(&s->frames, &q->link);
+    if (s->in.len && s->frames.next == &q->link)
+        rill__buf_find_reset(&s->in);
+    /* Buffered bytes may already satisfy it: serve on the next iteration, never inside
+     * this call. */
+    s->dflags |= s->in.len ? RILL__D_FRAME : 0;
+    if (s->dflags)
+        rill__defer_queue(s->loop, &s->defer, 0);
+    rill__stream_update(s);
+    return 0;
+}
+
+static int check(rill_stream *s, rill_frame_fn *cb)
+{
+    if (!s || !cb)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    if (!(s->flags & RILL__S_READABLE) && !s->in.len)
+        return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
+    return 0;
+}
+
+static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb, void *arg)
+{
+    rill__freq *q = freq_get(s);
+    if (!q)
+        return NULL;
+    q->kind = kind;
+    q->n = n;
+    q->resume = 0;
+    q->cb = cb;
+    q->arg = arg;
+    q->re = NULL;
+    q->delim = NULL;
+    return q;
+}
+
+int rill_stream_read_bytes(rill_stream *s, size_t max, rill_frame_fn *cb, void *arg)
+{
+    int rc = check(s, cb);
+    if (rc < 0)
+        return rc;
+    if (!max)
+        return RILL_EINVAL;
+    rill__freq *q = prepare(s, F_BYTES, max, cb, arg);
+    return q ? request(s, q) : RILL_ENOMEM;
+}
+
+int rill_stream_read_exactly(rill_stream *s, size_t n, rill_frame_fn *cb, void *arg)
+{
+    int rc = check(s, cb);
+    if (rc < 0)
+        return rc;
+    if (!n)
+        return RILL_EINVAL;
+    rill__freq *q = prepare(s, F_EXACTLY, n, cb, arg);
+    return q ? request(s, q) : RILL_ENOMEM;
+}
+
+int rill_stream_read_until(rill_stream *s, const void *delim, size_t dlen, rill_frame_fn *cb,
+                           void *arg)
+{
+    int rc = check(s, cb);
+    if (rc < 0)
+        return rc;
+    if (!delim || !dlen)
+        return RILL_EINVAL;
+    rill__freq *q = prepare(s, F_UNTIL, dlen, cb, arg);
+    if (!q)
+        return RILL_ENOMEM;
+    q->delim = dlen <= INLINE_DELIM ? q->idelim : rill__malloc(dlen);
+    if (!q->delim) {
+        freq_put(s, q);
+        return RILL_ENOMEM;
+    }
+    memcpy(q->delim, delim, dlen);
+    return request(s, q);
+}
+
+int rill_stream_read_until_regex(rill_stream *s, const rill_regex *re, rill_frame_fn *cb, void *arg)
+{
+    int rc = check(s, cb);
+    if (rc < 0)
+        return rc;
+    if (!re)
+        return RILL_EINVAL;
+    rill__freq *q = prepare(s, F_REGEX, 0, cb, arg);
+    if (!q)
+        return RILL_ENOMEM;
+    if (!q->md && !(q->md = pcre2_match_data_create(1, NULL))) {
+        freq_put(s, q);
+        return RILL_ENOMEM;
+    }
+    q->re = re;
+    return request(s, q);
+}
+
+/* ---- serving --------------------------------------------------------------------------- */
+
+static rill__freq *head(rill_stream *s)
+{
+    return rill__list_empty(&s->frames) ? NULL : rill__container_of(s->frames.next, rill__freq, link);
+}
+
+/* Removes the head request and runs its callback; true when the stream still serves
+ * requests afterwards (not closed). */
+static bool complete(rill_stream *s, rill__freq *q, int status, const char *data, size_t len)
+{
+    rill__list_remove(&q->link);
+    rill_frame_fn *cb = q->cb;
+    void *arg = q->arg;
+    freq_put(s, q);
+    cb(s, status, data, len, arg);
+    return !(s->flags & RILL__S_CLOSED);
+}
+
+/* Length of the frame q takes from p[0..n) (0: not complete yet).  `from` is where the
+ * search may start; *next tells where the next search should start. */
+static size_t match(rill_stream *s, rill__freq *q, const char *p, size_t n, size_t from, size_t *next)
+{
+    *next = n;
+    switch (q->kind) {
+    case F_BYTES:
+        return RILL__MIN(n, q->n);
+    case F_EXACTLY:
+        return n >= q->n ? q->n : 0;
+    case F_UNTIL: {
+        size_t start = from >= q->n - 1 ? from - (q->n - 1) : 0;
+        const char *m = memmem(p + start, n - start, q->delim, q->n);
+        s->in.touched += n - start;
+        return m ? (size_t)(m - p) + q->n : 0;
+    }
+    default: {
+        int rc = pcre2_match(q->re->code, (PCRE2_SPTR)p, n, from, PCRE2_PARTIAL_HARD, q->md, NULL);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(q->md);
+        if (rc >= 0 && ov[1] > 0)
+            return ov[1];
+        if (rc == PCRE2_ERROR_PARTIAL)
+            *next = ov[0]; /* a match may start here: resume from it when more arrives */
+        return 0;
+    }
+    }
+}
+
+/* Serves requests from contiguous new bytes while nothing is buffered (the common case:
+ * no copy).  Returns how many bytes were taken. */
+static size_t serve_direct(rill_stream *s, const char *data, size_t n)
+{
+    size_t pos = 0;
+    rill__freq *q;
+    while (pos < n && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
+        size_t next, len = match(s, q, data + pos, n - pos, 0, &next);
+        if (!len) {
+            q->resume = next; /* relative to what goes into s->in next */
+            if (q->kind == F_UNTIL)
+                s->in.scanned = n - pos;
+            break;
+        }
+        if (len > s->max_buffer) {
+            if (!complete(s, q, RILL_ENOBUFS, NULL, 0))
+                return n;
+            continue;
+        }
+        size_t at = pos;
+        pos += len;
+        if (!complete(s, q, 0, data + at, len))
+            return n;
+    }
+    return pos;
+}
+
+/* Serves requests from s->in. */
+static void serve_buffered(rill_stream *s)
+{
+    rill__freq *q;
+    while (s->in.len && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
+        size_t next, len = 0;
+        if (q->kind == F_UNTIL) {
+            ssize_t r = rill__buf_find(&s->in, q->delim, q->n);
+            len = r > 0 ? (size_t)r : 0;
+        } else if (q->kind == F_REGEX) {
+            const char *p = rill__buf_contig(&s->in, s->in.len);
+            if (!p) {
+                rill__stream_error(s, RILL_ENOMEM);
+                return;
+            }
+            len = match(s, q, p, s->in.len, q->resume, &next);
+            if (!len)
+                q->resume = next;
+        } else {
+            len = match(s, q, NULL, s->in.len, 0, &next);
+        }
+        if (!len || len > s->max_buffer) {
+            bool full = s->in.len >= s->max_buffer || (q->kind == F_EXACTLY && q->n > s->max_buffer);
+            if (!full && (!len || len <= s->max_buffer))
+                return; /* wait for more */
+            rill__buf_find_reset(&s->in);
+            if (!complete(s, q, RILL_ENOBUFS, NULL, 0))
+                return;
+            continue;
+        }
+        const char *p = rill__buf_contig(&s->in, len);
+        if (!p) {
+            rill__stream_error(s, RILL_ENOMEM);
+            return;
+        }
+        s->refs++;
+        bool alive = complete(s, q, 0, p, len);
+        if (alive)
+            rill__buf_consume(&s->in, len);
+        rill__buf_find_reset(&s->in);
+        rill_stream_unref(s);
+        if (!alive)
+            return;
+    }
+}
+
+void rill__frame_feed(rill_stream *s, const char *data, size_t n)
+{
+    s->refs++;
+    if (n && !s->in.len && head(s)) {
+        size_t took = serve_direct(s, data, n);
+        data += took;
+        n -= took;
+        if (s->flags & RILL__S_CLOSED)
+            n = 0;
+        if (n && !head(s) && (s->flags & RILL__S_READING) &&
+            rill_stream_has_subscribers(s, RILL_EV_READ)) {
+            rill_event ev = {RILL_EV_READ, data, n, 0, NULL};
+            rill__stream_emit(s, &ev);
+            n = 0;
+        }
+        size_t scanned = s->in.scanned;
+        if (n && rill__buf_append(&s->in, data, n) < 0)
+            rill__stream_error(s, RILL_ENOMEM);
+        s->in.scanned = scanned;
+    } else if (n) {
+        if (rill__buf_append(&s->in, data, n) < 0)
+            rill__stream_error(s, RILL_ENOMEM);
+    }
+    if (!(s->flags & RILL__S_CLOSED)) {
+        serve_buffered(s);
+        rill__stream_read_buffered(s);
+        rill__stream_update(s);
+    }
+    rill_stream_unref(s);
+}
+
+void rill__frame_finish(rill_stream *s, int status)
+{
+    rill__freq *q;
+    s->refs++;
+    while ((q = head(s))) {
+        size_t len = 0;
+        const char *p = NULL;
+        if (status == RILL_EOF && s->in.len) {
+            len = RILL__MIN(s->in.len, s->max_buffer);
+            p = rill__buf_contig(&s->in, len);
+            if (!p)
+                len = 0;
+        }
+        complete(s, q, status, p, len);
+        if (len && s->in.len >= len)
+            rill__buf_consume(&s->in, len);
+        if (status == RILL_EOF && (s->flags & RILL__S_CLOSED))
+            status = RILL_ECANCELED;
+    }
+    rill_stream_unref(s);
+}

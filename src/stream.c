@@ -1,0 +1,1041 @@
+/* src/stream.c - the one stream type: subscriptions and events, the read path, the write
+ * queue, shutdown and close rules, and the inactivity timeout.  Transports plug in
+ * underneath through rill__transport; framing lives in frame.c. */
+#include "internal.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEFAULT_HIGH (64 * 1024)
+#define DEFAULT_MAX_BUFFER (1024 * 1024)
+#define MAX_IOV 64
+
+struct rill_sub {
+    rill_sub *next;
+    rill_handler *h;
+    void *arg;
+    uint8_t type;
+    bool once, dead;
+};
+
+struct rill__wdone {
+    rill__list link;
+    uint64_t end; /* complete when this many bytes of the queue were written */
+    rill_done_fn *cb;
+    void *arg;
+};
+
+void (*rill__server_forget)(rill_stream *s);
+
+static void stream_dispatch(rill__defer *d);
+static void stream_expire(rill__tnode *t);
+static void flush(rill_stream *s, bool user_call);
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd, uint32_t flags)
+{
+    rill_stream *s = rill__calloc(1, sizeof *s);
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->loop = loop;
+    s->tp = tp;
+    s->flags = flags;
+    s->refs = 1; /* the open state's reference, released after CLOSE */
+    rill__io_init(&s->io, fd, rill__stream_io);
+    rill__buf_init(&s->wq);
+    rill__buf_init(&s->in);
+    rill__list_init(&s->wdone);
+    rill__list_init(&s->frames);
+    rill__list_init(&s->srv_link);
+    rill__tnode_init(&s->tnode);
+    rill__defer_init(&s->defer, stream_dispatch);
+    s->high = DEFAULT_HIGH;
+    s->max_buffer = DEFAULT_MAX_BUFFER;
+    s->family = AF_UNSPEC;
+    rill__handle_add(loop);
+    return s;
+}
+
+static void stream_free(rill_stream *s)
+{
+    assert(s->flags & RILL__S_CLOSE_DONE);
+    rill__defer_cancel(s->loop, &s->defer);
+    rill__buf_free(&s->wq);
+    rill__buf_free(&s->in);
+    for (rill_sub *n, *sub = s->subs; sub; sub = n) {
+        n = sub->next;
+        rill__free(sub);
+    }
+    for (rill__wdone *n, *w = s->wfree; w; w = n) {
+        n = (rill__wdone *)(void *)w->link.next;
+        rill__free(w);
+    }
+    rill__frame_free(s);
+    rill__handle_remove(s->loop);
+    rill__free(s);
+}
+
+rill_stream *rill_stream_ref(rill_stream *s)
+{
+    if (s)
+        s->refs++;
+    return s;
+}
+
+void rill_stream_unref(rill_stream *s)
+{
+    if (!s)
+        return;
+    if (s->refs == 1 && !(s->flags & RILL__S_CLOSED)) {
+        rill_stream_close(s); /* the close releases the open state's reference */
+        return;
+    }
+    assert(s->refs > 0);
+    if (--s->refs == 0)
+        stream_free(s);
+}
+
+/* ---- state --------------------------------------------------------------------------- */
+
+bool rill__stream_wants_read(const rill_stream *s)
+{
+    uint32_t f = s->flags;
+    if ((f & (RILL__S_CLOSED | RILL__S_EOF | RILL__S_CONNECTING)) || !(f & RILL__S_READABLE))
+        return false;
+    if (!(f & RILL__S_READING) && rill__list_empty(&s->frames))
+        return false;
+    return s->in.len < s->max_buffer; /* backpressure while framing buffers fill */
+}
+
+static bool stream_active(const rill_stream *s)
+{
+    if (s->flags & RILL__S_CLOSE_DONE)
+        return false;
+    return rill__stream_wants_read(s) || s->wq.len || s->dflags ||
+           (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
+           ((s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE));
+}
+
+void rill__stream_update(rill_stream *s)
+{
+    bool active = stream_active(s);
+    if (active != !!(s->flags & RILL__S_ACTIVE)) {
+        s->flags ^= RILL__S_ACTIVE;
+        if (active)
+            rill__loop_ref(s->loop);
+        else
+            rill__loop_unref(s->loop);
+    }
+    bool reading = rill__stream_wants_read(s);
+    if (s->io.fd >= 0 && !(s->flags & RILL__S_CLOSED) && !s->tp->start) {
+        unsigned mask = (reading ? RILL__IO_READ : 0) | (s->flags & RILL__S_WATCH_W ? RILL__IO_WRITE : 0);
+        int rc = rill__io_set(s->loop, &s->io, mask);
+        if (rc < 0)
+            rill__stream_error(s, rc);
+    } else if (s->tp->start && !(s->flags & RILL__S_CLOSED)) {
+        int rc = reading ? s->tp->start(s) : s->tp->stop(s);
+        if (rc < 0)
+            rill__stream_error(s, rc);
+    }
+}
+
+static void schedule(rill_stream *s, uint32_t what)
+{
+    s->dflags |= what;
+    rill__defer_queue(s->loop, &s->defer, 0);
+    rill__stream_update(s);
+}
+
+/* ---- events -------------------------------------------------------------------------- */
+
+static rill_sub *subscribe(rill_stream *s, rill_event_type ev, rill_handler *h, void *arg, bool once)
+{
+    if (!s || !h || (unsigned)ev >= RILL_EV__COUNT) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rill_sub *sub = rill__malloc(sizeof *sub);
+    if (!sub) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    *sub = (rill_sub){NULL, h, arg, (uint8_t)ev, once, false};
+    rill_sub **pp = &s->subs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = sub;
+    return sub;
+}
+
+rill_sub *rill_stream_on(rill_stream *s, rill_event_type ev, rill_handler *h, void *arg)
+{
+    return subscribe(s, ev, h, arg, false);
+}
+
+rill_sub *rill_stream_once(rill_stream *s, rill_event_type ev, rill_handler *h, void *arg)
+{
+    return subscribe(s, ev, h, arg, true);
+}
+
+/* Unlinks dead subscriptions; only when no dispatch walks the list. */
+static void sweep(rill_stream *s)
+{
+    rill_sub **pp = &s->subs;
+    while (*pp) {
+        rill_sub *sub = *pp;
+        if (sub->dead) {
+            *pp = sub->next;
+            rill__free(sub);
+        } else {
+            pp = &sub->next;
+        }
+    }
+}
+
+void rill_stream_off(rill_stream *s, rill_sub *sub)
+{
+    if (!s || !sub)
+        return;
+    sub->dead = true;
+    if (!s->emitting)
+        sweep(s);
+}
+
+bool rill_stream_has_subscribers(const rill_stream *s, rill_event_type ev)
+{
+    for (const rill_sub *sub = s ? s->subs : NULL; sub; sub = sub->next)
+        if (sub->type == ev && !sub->dead)
+            return true;
+    return false;
+}
+
+/* Calls the handlers subscribed when the event began, in order, holding a reference so a
+ * handler may close the stream or drop the last user reference. */
+void rill__stream_emit(rill_stream *s, const rill_event *ev)
+{
+    rill_sub *last = s->subs;
+    if (!last)
+        return;
+    while (last->next)
+        last = last->next;
+    s->refs++;
+    s->emitting++;
+    for (rill_sub *sub = s->subs; sub; sub = sub->next) {
+        if (!sub->dead && sub->type == ev->type) {
+            if (sub->once)
+                sub->dead = true;
+            sub->h(s, ev, sub->arg);
+        }
+        if (sub == last)
+            break;
+    }
+    if (--s->emitting == 0)
+        sweep(s);
+    rill_stream_unref(s);
+}
+
+static void emit_simple(rill_stream *s, rill_event_type type, int err, size_t len)
+{
+    rill_event ev = {type, NULL, len, err, NULL};
+    rill__stream_emit(s, &ev);
+}
+
+/* ---- errors and completions ---------------------------------------------------------- */
+
+static rill__wdone *wdone_get(rill_stream *s)
+{
+    rill__wdone *w = s->wfree;
+    if (w) {
+        s->wfree = (rill__wdone *)(void *)w->link.next;
+        return w;
+    }
+    return rill__malloc(sizeof *w);
+}
+
+static void wdone_put(rill_stream *s, rill__wdone *w)
+{
+    w->link.next = (rill__list *)(void *)s->wfree;
+    s->wfree = w;
+}
+
+/* Completes the writes whose bytes were all written (status 0), or every pending one
+ * with `status` when status < 0. */
+static void run_completions(rill_stream *s, int status)
+{
+    while (!rill__list_empty(&s->wdone)) {
+        rill__wdone *w = rill__container_of(s->wdone.next, rill__wdone, link);
+        if (status == 0 && w->end > s->wq_written)
+            break;
+        rill__list_remove(&w->link);
+        rill_done_fn *cb = w->cb;
+        void *arg = w->arg;
+        wdone_put(s, w);
+        cb(s, status, arg);
+    }
+}
+
+/* A transport error: queued writes fail with it, ERROR fires (deferred when found inside
+ * a user's call), and with no ERROR handler the stream closes. */
+static void fail(rill_stream *s, int err, bool user_call)
+{
+    if (!s->err)
+        s->err = err;
+    if (user_call) {
+        s->pending_err = err;
+        schedule(s, RILL__D_ERROR);
+        return;
+    }
+    rill__stream_error(s, err);
+}
+
+void rill__stream_error(rill_stream *s, int err)
+{
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    if (!s->err)
+        s->err = err;
+    s->refs++;
+    s->flags &= ~RILL__S_WATCH_W;
+    rill__buf_consume(&s->wq, s->wq.len);
+    run_completions(s, err);
+    if (err != RILL_ECONNRESET && err != RILL_EPIPE && err != RILL_ETIMEDOUT)
+        s->flags &= ~RILL__S_WRITABLE; /* keep reading after a one-sided failure */
+    else
+        s->flags &= ~(RILL__S_WRITABLE | RILL__S_READABLE);
+    if (rill_stream_has_subscribers(s, RILL_EV_ERROR))
+        emit_simple(s, RILL_EV_ERROR, err, 0);
+    else
+        rill_stream_close(s);
+    if (!(s->flags & RILL__S_CLOSED))
+        rill__stream_update(s);
+    rill_stream_unref(s);
+}
+
+/* ---- transport defaults (fds) ---------------------------------------------------------- */
+
+static ssize_t fd_read(rill_stream *s, void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = read(s->io.fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? rill__errno() : n;
+}
+
+/* Writes to a pipe or device: SIGPIPE is blocked in the loop thread while the loop runs;
+ * outside rill_loop_run it is blocked around this one call.  Either way a SIGPIPE raised
+ * by EPIPE is consumed, never delivered. */
+static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
+{
+    sigset_t set, old;
+    bool guard = !rill__sigpipe_blocked();
+    if (guard) {
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &set, &old);
+    }
+    ssize_t r;
+    do
+        r = writev(fd, iov, n);
+    while (r < 0 && errno == EINTR);
+    int err = r < 0 ? rill__errno() : 0;
+    if (err == RILL_EPIPE)
+        rill__sigpipe_consume();
+    if (guard)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err ? err : r;
+}
+
+static ssize_t fd_writev(rill_stream *s, const struct iovec *iov, int n)
+{
+    if (!(s->tp->flags & RILL__TP_SOCKET))
+        return fd_writev_pipe(s->io.fd, iov, n);
+    struct msghdr m = {0};
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)n;
+    ssize_t r;
+    do
+        r = sendmsg(s->io.fd, &m, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? rill__errno() : r;
+}
+
+static ssize_t tp_read(rill_stream *s, void *buf, size_t len)
+{
+    return s->tp->read ? s->tp->read(s, buf, len) : fd_read(s, buf, len);
+}
+
+static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
+{
+    return s->tp->writev ? s->tp->writev(s, iov, n) : fd_writev(s, iov, n);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+int rill_stream_start(rill_stream *s)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    if (!(s->flags & RILL__S_READABLE))
+        return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
+    s->flags |= RILL__S_READING;
+    if (s->in.len)
+        schedule(s, RILL__D_FRAME); /* buffered bytes go out on the next iteration */
+    else
+        rill__stream_update(s);
+    return 0;
+}
+
+int rill_stream_stop(rill_stream *s)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    s->flags &= ~RILL__S_READING;
+    rill__stream_update(s);
+    return 0;
+}
+
+void rill__stream_read_buffered(rill_stream *s)
+{
+    while (s->in.len && (s->flags & RILL__S_READING) && !(s->flags & RILL__S_CLOSED) &&
+           rill__list_empty(&s->frames) && rill_stream_has_subscribers(s, RILL_EV_READ)) {
+        size_t n = RILL__MIN(s->in.len, (size_t)64 * 1024);
+        const char *p = rill__buf_contig(&s->in, n);
+        if (!p) {
+            fail(s, RILL_ENOMEM, false);
+            return;
+        }
+        rill_event ev = {RILL_EV_READ, p, n, 0, NULL};
+        s->refs++;
+        rill__stream_emit(s, &ev);
+        if (!(s->flags & RILL__S_CLOSED))
+            rill__buf_consume(&s->in, n);
+        rill_stream_unref(s);
+    }
+}
+
+static void on_eof(rill_stream *s)
+{
+    s->flags |= RILL__S_EOF;
+    s->flags &= ~RILL__S_READABLE;
+    rill__stream_update(s);
+    rill__frame_finish(s, RILL_EOF);
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    rill__stream_read_buffered(s);
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    if (rill_stream_has_subscribers(s, RILL_EV_EOF))
+        emit_simple(s, RILL_EV_EOF, RILL_EOF, 0);
+    else
+        rill_stream_close_gracefully(s);
+}
+
+void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
+{
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    if (n == RILL_EAGAIN)
+        return;
+    if (n < 0) {
+        fail(s, (int)n, false);
+        return;
+    }
+    if (n == 0) {
+        on_eof(s);
+        return;
+    }
+    rill__tnode_touch(s->loop, &s->tnode);
+    if (!rill__list_empty(&s->frames) || s->in.len || !(s->flags & RILL__S_READING)) {
+        rill__frame_feed(s, data, (size_t)n);
+        return;
+    }
+    rill_event ev = {RILL_EV_READ, data, (size_t)n, 0, NULL};
+    rill__stream_emit(s, &ev); /* the echo path: a borrowed slice of the loop's buffer */
+}
+
+void rill__stream_io(rill__io *io, unsigned revents)
+{
+    rill_stream *s = rill__container_of(io, rill_stream, io);
+    s->refs++;
+    if (revents & RILL__IO_WRITE)
+        flush(s, false);
+    if ((revents & RILL__IO_READ) && rill__stream_wants_read(s)) {
+        size_t cap;
+        char *buf = rill__loop_scratch(s->loop, &cap);
+        rill__stream_deliver(s, buf, tp_read(s, buf, cap));
+    }
+    rill_stream_unref(s);
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+static void watch_write(rill_stream *s, bool on)
+{
+    if (on == !!(s->flags & RILL__S_WATCH_W))
+        return;
+    s->flags ^= RILL__S_WATCH_W;
+    rill__stream_update(s);
+}
+
+static void do_shutdown(rill_stream *s);
+
+/* The queue emptied (or fell to the low mark): DRAIN, then what waited for it. */
+static void after_progress(rill_stream *s, size_t before)
+{
+    if (s->wq.len == 0)
+        watch_write(s, false);
+    if (before > s->low && s->wq.len <= s->low)
+        s->dflags |= RILL__D_DRAIN;
+    if (s->wq.len == 0 && (s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE))
+        do_shutdown(s);
+    if (s->wq.len == 0 && (s->flags & RILL__S_GRACEFUL))
+        rill_stream_close(s);
+}
+
+/* ASYNC transports: hand the front of the queue to the transport if it is idle. */
+static void kick_async(rill_stream *s)
+{
+    if ((s->flags & (RILL__S_WBUSY | RILL__S_CONNECTING | RILL__S_CLOSED)) || !s->wq.len)
+        return;
+    struct iovec iov[MAX_IOV];
+    int n = rill__buf_iov(&s->wq, iov, MAX_IOV);
+    s->flags |= RILL__S_WBUSY;
+    ssize_t r = s->tp->writev(s, iov, n);
+    if (r != RILL_EINPROGRESS) {
+        s->flags &= ~RILL__S_WBUSY;
+        fail(s, r < 0 ? (int)r : RILL_EIO, true);
+    }
+    rill__stream_update(s);
+}
+
+void rill__stream_write_done(rill_stream *s, ssize_t n)
+{
+    s->flags &= ~RILL__S_WBUSY;
+    if (s->flags & RILL__S_CLOSED) {
+        rill__stream_update(s);
+        return;
+    }
+    s->refs++;
+    if (n < 0) {
+        fail(s, (int)n, false);
+    } else {
+        size_t before = s->wq.len;
+        rill__buf_consume(&s->wq, (size_t)n);
+        s->wq_written += (uint64_t)n;
+        s->written_pending += (size_t)n;
+        rill__tnode_touch(s->loop, &s->tnode);
+        run_completions(s, 0);
+        after_progress(s, before);
+        if (rill_stream_has_subscribers(s, RILL_EV_WRITE) || (s->dflags & RILL__D_DRAIN))
+            schedule(s, rill_stream_has_subscribers(s, RILL_EV_WRITE) ? RILL__D_WRITE : 0);
+        kick_async(s);
+    }
+    rill__stream_update(s);
+    rill_stream_unref(s);
+}
+
+/* Writes as much of the queue as the transport takes now. */
+static void flush(rill_stream *s, bool user_call)
+{
+    if (s->flags & (RILL__S_CLOSED | RILL__S_CONNECTING))
+        return;
+    if (!s->wq.len) {
+        after_progress(s, 0); /* a shutdown or graceful close may wait for this */
+        return;
+    }
+    if (s->tp->flags & RILL__TP_ASYNC) {
+        kick_async(s);
+        return;
+    }
+    size_t before = s->wq.len, total = 0;
+    while (s->wq.len) {
+        struct iovec iov[MAX_IOV];
+        int n = rill__buf_iov(&s->wq, iov, MAX_IOV);
+        size_t want = 0;
+        for (int i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        ssize_t r = tp_writev(s, iov, n);
+        if (r < 0) {
+            if (r != RILL_EAGAIN) {
+                fail(s, (int)r, user_call);
+                return;
+            }
+            break;
+        }
+        rill__buf_consume(&s->wq, (size_t)r);
+        s->wq_written += (uint64_t)r;
+        total += (size_t)r;
+        if ((size_t)r < want)
+            break; /* the kernel buffer is full: the next call would say EAGAIN */
+    }
+    watch_write(s, s->wq.len > 0);
+    if (total) {
+        rill__tnode_touch(s->loop, &s->tnode);
+        if (rill_stream_has_subscribers(s, RILL_EV_WRITE)) {
+            s->written_pending += total;
+            s->dflags |= RILL__D_WRITE;
+        }
+    }
+    if (user_call) {
+        s->dflags |= RILL__D_DONE;
+    } else {
+        run_completions(s, 0);
+    }
+    after_progress(s, before);
+    if (s->dflags && !(s->flags & RILL__S_CLOSE_DONE))
+        schedule(s, 0);
+}
+
+static size_t iov_total(const struct iovec *iov, size_t n)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += iov[i].iov_len;
+    return t;
+}
+
+/* Queues iov[] from byte `skip` on: copies, or references `bytes` when given.  On
+ * RILL_ENOMEM part of it may be queued already; the caller checks the queue length. */
+static int enqueue(rill_stream *s, const struct iovec *iov, size_t n, size_t skip, rill_bytes *bytes)
+{
+    if (bytes)
+        return rill__buf_append_bytes(&s->wq, bytes, skip, rill_bytes_len(bytes) - skip);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = iov[i].iov_len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        int rc = rill__buf_append(&s->wq, (const char *)iov[i].iov_base + skip, l - skip);
+        if (rc < 0)
+            return rc;
+        skip = 0;
+    }
+    return 0;
+}
+
+static int write_check(const rill_stream *s)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    if (s->flags & RILL__S_SHUT)
+        return RILL_EPIPE;
+    if (!(s->flags & RILL__S_WRITABLE))
+        return s->err ? s->err : RILL_EINVAL;
+    return 0;
+}
+
+static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_bytes *bytes,
+                        rill_done_fn *cb, void *arg)
+{
+    int rc = write_check(s);
+    if (rc < 0)
+        return rc;
+    size_t total = iov_total(iov, n), done = 0;
+    rill__wdone *w = NULL;
+    if (cb && !(w = wdone_get(s)))
+        return RILL_ENOMEM;
+    bool direct = !s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) &&
+                  !(s->tp->flags & RILL__TP_ASYNC);
+    if (direct && total) {
+        ssize_t r = tp_writev(s, iov, (int)RILL__MIN(n, (size_t)MAX_IOV));
+        if (r >= 0) {
+            done = (size_t)r;
+        } else if (r != RILL_EAGAIN) {
+            if (w)
+                wdone_put(s, w);
+            fail(s, (int)r, true);
+            return (int)r;
+        }
+    }
+    size_t queued_before = s->wq.len;
+    if (done < total && (rc = enqueue(s, iov, n, done, bytes)) < 0) {
+        if (done == 0 && s->wq.len == queued_before) {
+            if (w)
+                wdone_put(s, w);
+            return rc;
+        }
+        fail(s, rc, true); /* part went out and the rest cannot be kept: the stream breaks */
+    }
+    s->wq_written += done;
+    s->wq_total += total;
+    if (w) {
+        w->end = s->wq_total;
+        w->cb = cb;
+        w->arg = arg;
+        rill__list_insert_tail(&s->wdone, &w->link);
+    }
+    if (done) {
+        rill__tnode_touch(s->loop, &s->tnode);
+        if (rill_stream_has_subscribers(s, RILL_EV_WRITE)) {
+            s->written_pending += done;
+            s->dflags |= RILL__D_WRITE;
+        }
+    }
+    if (w && done == total)
+        s->dflags |= RILL__D_DONE;
+    if (s->wq.len) {
+        if (s->tp->flags & RILL__TP_ASYNC)
+            kick_async(s);
+        else if (!(s->flags & RILL__S_CONNECTING))
+            watch_write(s, true);
+    }
+    if (s->dflags)
+        schedule(s, 0);
+    else if (s->wq.len)
+        rill__stream_update(s);
+    return s->wq.len >= s->high ? 1 : 0;
+}
+
+int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn *cb, void *arg)
+{
+    if (!data && len)
+        return RILL_EINVAL;
+    struct iovec iov = {(void *)data, len};
+    return write_common(s, &iov, 1, NULL, cb, arg);
+}
+
+int rill_stream_writev(rill_stream *s, const struct iovec *iov, size_t n, rill_done_fn *cb,
+                       void *arg)
+{
+    if ((!iov && n) || n > 1024)
+        return RILL_EINVAL;
+    return write_common(s, iov, n, NULL, cb, arg);
+}
+
+int rill_stream_write_bytes(rill_stream *s, rill_bytes *b, rill_done_fn *cb, void *arg)
+{
+    if (!b)
+        return RILL_EINVAL;
+    struct iovec iov = {(void *)rill_bytes_data(b), rill_bytes_len(b)};
+    return write_common(s, &iov, 1, b, cb, arg);
+}
+
+ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)
+{
+    int rc = write_check(s);
+    if (rc < 0)
+        return rc;
+    if (!data && len)
+        return RILL_EINVAL;
+    if (s->wq.len || (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
+        (s->tp->flags & RILL__TP_ASYNC))
+        return RILL_EAGAIN;
+    if (!len)
+        return 0;
+    struct iovec iov = {(void *)data, len};
+    ssize_t r = tp_writev(s, &iov, 1);
+    if (r > 0) {
+        s->wq_written += (uint64_t)r;
+        s->wq_total += (uint64_t)r;
+        rill__tnode_touch(s->loop, &s->tnode);
+    } else if (r < 0 && r != RILL_EAGAIN) {
+        fail(s, (int)r, true);
+    }
+    return r;
+}
+
+size_t rill_stream_write_queue_size(const rill_stream *s)
+{
+    return s ? s->wq.len : 0;
+}
+
+bool rill_stream_is_writing(const rill_stream *s)
+{
+    return s && (s->wq.len > 0 || (s->flags & RILL__S_WBUSY));
+}
+
+void rill_stream_set_watermarks(rill_stream *s, size_t low, size_t high)
+{
+    if (!s)
+        return;
+    s->high = high ? high : DEFAULT_HIGH;
+    s->low = low < s->high ? low : s->high - 1;
+}
+
+void rill__stream_connected(rill_stream *s, int status)
+{
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    s->flags &= ~RILL__S_CONNECTING;
+    s->refs++;
+    if (status < 0) {
+        rill__stream_error(s, status);
+        rill_stream_close(s); /* a connection that never came up is of no further use */
+    } else {
+        rill__tnode_touch(s->loop, &s->tnode);
+        rill__stream_update(s);
+        emit_simple(s, RILL_EV_CONNECT, 0, 0);
+        flush(s, false); /* writes made while connecting */
+    }
+    rill_stream_unref(s);
+}
+
+/* ---- ending ---------------------------------------------------------------------------- */
+
+static int default_shutdown(rill_stream *s)
+{
+    if (s->tp->flags & RILL__TP_SOCKET)
+        return shutdown(s->io.fd, SHUT_WR) < 0 ? rill__errno() : 0;
+    if (s->flags & RILL__S_READABLE)
+        return RILL_ENOTSUP; /* a two-way device has no write half to end */
+    /* A write-only pipe ends by closing: the reader sees EOF. */
+    rill__io_set(s->loop, &s->io, 0);
+    close(s->io.fd);
+    s->io.fd = -1;
+    return 0;
+}
+
+static void do_shutdown(rill_stream *s)
+{
+    s->flags &= ~RILL__S_WRITABLE;
+    int rc = s->tp->shutdown ? s->tp->shutdown(s) : default_shutdown(s);
+    if (rc == RILL_EINPROGRESS)
+        return; /* rill__stream_shutdown_done follows */
+    rill__stream_shutdown_done(s, rc);
+}
+
+void rill__stream_shutdown_done(rill_stream *s, int status)
+{
+    s->flags |= RILL__S_SHUT_DONE;
+    s->pending_err = status;
+    schedule(s, RILL__D_SHUT);
+}
+
+int rill_stream_shutdown(rill_stream *s, rill_done_fn *cb, void *arg)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    if (s->flags & RILL__S_SHUT)
+        return RILL_EPENDING;
+    if (!(s->flags & RILL__S_WRITABLE))
+        return s->err ? s->err : RILL_EINVAL;
+    s->flags |= RILL__S_SHUT;
+    s->shut_cb = cb;
+    s->shut_arg = arg;
+    if (!s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
+        do_shutdown(s);
+    rill__stream_update(s);
+    return 0;
+}
+
+static void finish_shutdown(rill_stream *s, int status)
+{
+    rill_done_fn *cb = s->shut_cb;
+    s->shut_cb = NULL;
+    if (cb)
+        cb(s, status, s->shut_arg);
+}
+
+void rill_stream_close(rill_stream *s)
+{
+    if (!s || (s->flags & RILL__S_CLOSED))
+        return;
+    s->flags |= RILL__S_CLOSED;
+    s->flags &= ~(RILL__S_READABLE | RILL__S_WRITABLE | RILL__S_WATCH_W);
+    if (s->io.fd >= 0)
+        rill__io_set(s->loop, &s->io, 0);
+    rill__tnode_disarm(&s->tnode);
+    if (s->tp->close)
+        s->tp->close(s);
+    else if (s->io.fd >= 0 && !(s->flags & RILL__S_STOLEN))
+        close(s->io.fd);
+    s->io.fd = -1;
+    schedule(s, RILL__D_CLOSE);
+}
+
+void rill_stream_close_gracefully(rill_stream *s)
+{
+    if (!s || (s->flags & RILL__S_CLOSED))
+        return;
+    if (!s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
+        rill_stream_close(s);
+    else
+        s->flags |= RILL__S_GRACEFUL;
+}
+
+int rill_stream_steal_fd(rill_stream *s)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    if (s->io.fd < 0 || s->tp->start)
+        return RILL_EINVAL;
+    int fd = s->io.fd;
+    rill__io_set(s->loop, &s->io, 0);
+    s->flags |= RILL__S_STOLEN;
+    rill_stream_close(s);
+    return fd;
+}
+
+/* The close's second half, on the next iteration: pending operations end with
+ * RILL_ECANCELED, then CLOSE, the last event; then the open state's reference goes. */
+static void finish_close(rill_stream *s)
+{
+    rill__buf_consume(&s->wq, s->wq.len);
+    run_completions(s, RILL_ECANCELED);
+    rill__frame_finish(s, RILL_ECANCELED);
+    if (s->shut_cb)
+        finish_shutdown(s, RILL_ECANCELED);
+    emit_simple(s, RILL_EV_CLOSE, s->err, 0);
+    s->flags |= RILL__S_CLOSE_DONE;
+    if (s->server && rill__server_forget)
+        rill__server_forget(s);
+    rill__stream_update(s);
+    rill_stream_unref(s);
+}
+
+static void stream_dispatch(rill__defer *d)
+{
+    rill_stream *s = rill__container_of(d, rill_stream, defer);
+    s->refs++;
+    while (s->dflags && !(s->flags & RILL__S_CLOSE_DONE)) {
+        uint32_t f = s->dflags;
+        s->dflags = 0;
+        if (f & RILL__D_DONE)
+            run_completions(s, 0);
+        if ((f & RILL__D_WRITE) && s->written_pending) {
+            size_t n = s->written_pending;
+            s->written_pending = 0;
+            emit_simple(s, RILL_EV_WRITE, 0, n);
+        }
+        if ((f & RILL__D_DRAIN) && !(s->flags & RILL__S_CLOSED))
+            emit_simple(s, RILL_EV_DRAIN, 0, 0);
+        if (f & RILL__D_ERROR)
+            rill__stream_error(s, s->pending_err);
+        if ((f & RILL__D_FRAME) && !(s->flags & RILL__S_CLOSED))
+            rill__frame_feed(s, NULL, 0);
+        if (f & RILL__D_SHUT)
+            finish_shutdown(s, s->pending_err);
+        if (f & RILL__D_CLOSE) {
+            s->dflags = 0;
+            finish_close(s);
+        }
+    }
+    if (!(s->flags & RILL__S_CLOSE_DONE))
+        rill__stream_update(s);
+    rill_stream_unref(s);
+}
+
+/* ---- timeout ----------------------------------------------------------------------------- */
+
+static void stream_expire(rill__tnode *t)
+{
+    rill_stream *s = rill__container_of(t, rill_stream, tnode);
+    s->refs++;
+    if (!s->err)
+        s->err = RILL_ETIMEDOUT;
+    emit_simple(s, RILL_EV_TIMEOUT, RILL_ETIMEDOUT, 0);
+    rill_stream_close(s);
+    rill_stream_unref(s);
+}
+
+void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
+{
+    if (!s)
+        return;
+    s->timeout_ms = ms == RILL_NEVER ? 0 : ms;
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    if (rill__tnode_arm(s->loop, &s->tnode, s->timeout_ms, stream_expire) < 0)
+        rill__log(RILL_LOG_ERROR, "stream timeout not armed: out of memory");
+}
+
+uint64_t rill_stream_timeout(const rill_stream *s)
+{
+    return s ? s->timeout_ms : 0;
+}
+
+void rill_stream_set_max_buffer(rill_stream *s, size_t max)
+{
+    if (s) {
+        s->max_buffer = max ? max : DEFAULT_MAX_BUFFER;
+        if (!(s->flags & RILL__S_CLOSED))
+            rill__stream_update(s);
+    }
+}
+
+/* ---- queries ------------------------------------------------------------------------------ */
+
+bool rill_stream_is_closed(const rill_stream *s)
+{
+    return !s || (s->flags & RILL__S_CLOSED);
+}
+
+bool rill_stream_is_readable(rill_stream *s)
+{
+    if (!s || (s->flags & RILL__S_CLOSED))
+        return false;
+    if (s->in.len || (s->flags & RILL__S_EOF))
+        return true;
+    if (s->io.fd < 0)
+        return false;
+    struct pollfd p = {s->io.fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+bool rill_stream_readable(const rill_stream *s)
+{
+    return s && (s->flags & RILL__S_READABLE) && !(s->flags & RILL__S_CLOSED);
+}
+
+bool rill_stream_writable(const rill_stream *s)
+{
+    return s && (s->flags & RILL__S_WRITABLE) && !(s->flags & (RILL__S_CLOSED | RILL__S_SHUT));
+}
+
+bool rill_stream_ipc(const rill_stream *s)
+{
+    return s && (s->flags & RILL__S_IPC);
+}
+
+int rill_stream_family(const rill_stream *s)
+{
+    return s ? s->family : AF_UNSPEC;
+}
+
+int rill_stream_fd(const rill_stream *s)
+{
+    if (!s)
+        return RILL_EINVAL;
+    if (s->flags & RILL__S_CLOSED)
+        return RILL_ECLOSED;
+    return s->io.fd >= 0 ? s->io.fd : RILL_EINVAL;
+}
+
+int rill_stream_error(const rill_stream *s)
+{
+    return s ? s->err : RILL_EINVAL;
+}
+
+rill_loop *rill_stream_loop(const rill_stream *s)
+{
+    return s ? s->loop : NULL;
+}
+
+void rill_stream_set_data(rill_stream *s, void *data)
+{
+    if (s)
+        s->data = data;
+}
+
+void *rill_stream_data(const rill_stream *s)
+{
+    return s ? s->data : NULL;
+}
