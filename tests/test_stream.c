@@ -97,7 +97,7 @@ static void test_fd_open_and_properties(void **state)
     assert_int_equal(rill_stream_pair(loop, NULL, 0), RILL_EINVAL);
 
     rill_stream_unref(r); /* the last reference of an open stream closes it */
-    assert_true(rill_stream_is_closed(r) || true);
+    assert_true(rill_stream_is_closed(r)); /* still valid until its CLOSE has run */
     rill_stream_close(w);
     rill_stream_close(w); /* twice is fine */
     rill_stream_close(p[0]);
@@ -173,7 +173,7 @@ static void test_unhandled_error_closes_and_no_sigpipe(void **state)
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     close(fds[0]);
-    rill_stream *w = rill_fd_open(loop, fds[1], 0);
+    rill_stream *w = rill_stream_ref(rill_fd_open(loop, fds[1], 0)); /* kept past CLOSE */
     counts c = {0};
     rill_stream_on(w, RILL_EV_CLOSE, on_any, &c);
     /* outside rill_loop_run: the write guards SIGPIPE itself */
@@ -181,6 +181,7 @@ static void test_unhandled_error_closes_and_no_sigpipe(void **state)
     TH_RUN_UNTIL(loop, c.closes == 1, 5000);
     assert_int_equal(rill_stream_error(w), RILL_EPIPE);
     assert_int_equal(c.close_err, RILL_EPIPE);
+    rill_stream_unref(w);
 
     /* with an ERROR handler the stream stays open and the handler sees the code */
     rill_stream *p[2];
@@ -493,12 +494,14 @@ static void test_eof_without_handler_closes(void **state)
     rill_stream *p[2];
     pair(loop, p);
     counts c = {0};
+    rill_stream_ref(p[1]);
     rill_stream_on(p[1], RILL_EV_CLOSE, on_any, &c);
     rill_stream_start(p[1]);
     rill_stream_close(p[0]);
     TH_RUN_UNTIL(loop, c.closes == 1, 5000);
     assert_int_equal(c.close_err, 0);
     assert_int_equal(rill_stream_read_bytes(p[1], 10, frame_never, NULL), RILL_ECLOSED);
+    rill_stream_unref(p[1]);
     th_loop_free(loop);
 }
 
@@ -589,6 +592,7 @@ static void test_steal_fd(void **state)
     rill_stream *p[2];
     pair(loop, p);
     counts c = {0};
+    rill_stream_ref(p[0]);
     rill_stream_on(p[0], RILL_EV_CLOSE, on_any, &c);
     int fd = rill_stream_steal_fd(p[0]);
     assert_true(fd >= 0);
@@ -601,6 +605,7 @@ static void test_steal_fd(void **state)
     close(fd);
     rill_stream_close(p[1]);
     assert_int_equal(rill_stream_steal_fd(p[0]), RILL_ECLOSED);
+    rill_stream_unref(p[0]);
     th_loop_free(loop);
 }
 
@@ -626,6 +631,7 @@ static void test_inactivity_timeout(void **state)
     rill_stream *p[2];
     pair(loop, p);
     counts c = {0};
+    rill_stream_ref(p[0]);
     rill_stream_on(p[0], RILL_EV_TIMEOUT, on_any, &c);
     rill_stream_on(p[0], RILL_EV_CLOSE, on_any, &c);
     rill_stream_set_timeout(p[0], 80);
@@ -645,6 +651,7 @@ static void test_inactivity_timeout(void **state)
     assert_int_equal(c.order[0], RILL_EV_TIMEOUT);
     assert_int_equal(c.order[1], RILL_EV_CLOSE);
     assert_int_equal(rill_stream_error(p[0]), RILL_ETIMEDOUT);
+    rill_stream_unref(p[0]);
     rill_stream_close(p[1]);
     th_loop_free(loop);
 }

@@ -1,0 +1,361 @@
+/* tests/test_frame.c - framing requests: read_bytes, read_exactly, read_until and
+ * read_until_regex; FIFO order, leftovers, the max-buffer bound, EOF, scan cost. */
+#include "harness.h"
+
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAXF 64
+
+typedef struct {
+    char frames[MAXF][128];
+    size_t lens[MAXF];
+    int status[MAXF];
+    int n;
+    int tag[MAXF];
+} frames;
+
+static void on_frame(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    (void)s;
+    frames *f = arg;
+    assert_true(f->n < MAXF);
+    f->status[f->n] = status;
+    f->lens[f->n] = len;
+    if (len)
+        memcpy(f->frames[f->n], data, len < 128 ? len : 128);
+    f->n++;
+}
+
+static void pair(rill_loop *loop, rill_stream *p[2])
+{
+    assert_int_equal(rill_stream_pair(loop, p, 0), 0);
+}
+
+static void send_raw(rill_stream *s, const char *data)
+{
+    int fd = rill_stream_fd(s);
+    assert_int_equal(write(fd, data, strlen(data)), (ssize_t)strlen(data));
+}
+
+static void test_fifo_requests_and_leftovers(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    assert_int_equal(rill_stream_read_until(p[1], "\r\n", 2, on_frame, &f), 0);
+    assert_int_equal(rill_stream_read_exactly(p[1], 4, on_frame, &f), 0);
+    assert_int_equal(rill_stream_read_bytes(p[1], 3, on_frame, &f), 0);
+    send_raw(p[0], "GET / HTTP/1.1\r\nabcdefgh");
+    TH_RUN_UNTIL(loop, f.n == 3, 5000);
+    assert_int_equal(f.lens[0], 16);
+    assert_memory_equal(f.frames[0], "GET / HTTP/1.1\r\n", 16); /* delimiter included */
+    assert_memory_equal(f.frames[1], "abcd", 4);
+    assert_int_equal(f.lens[2], 3); /* at most max */
+    assert_memory_equal(f.frames[2], "efg", 3);
+    /* "h" stays buffered for the next request, which is served without new input and
+     * never inside the call that made it */
+    assert_int_equal(rill_stream_read_bytes(p[1], 100, on_frame, &f), 0);
+    assert_int_equal(f.n, 3);
+    TH_RUN_UNTIL(loop, f.n == 4, 5000);
+    assert_int_equal(f.lens[3], 1);
+    assert_memory_equal(f.frames[3], "h", 1);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+typedef struct {
+    size_t read_bytes;
+    int reads;
+    char buf[64];
+} reads;
+
+static void on_read(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    reads *r = arg;
+    memcpy(r->buf + r->read_bytes, ev->data, ev->len);
+    r->read_bytes += ev->len;
+    r->reads++;
+}
+
+static void test_requests_take_precedence_over_read(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    reads r = {0};
+    rill_stream_on(p[1], RILL_EV_READ, on_read, &r);
+    rill_stream_start(p[1]);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), 0);
+    send_raw(p[0], "line\nrest");
+    TH_RUN_UNTIL(loop, f.n == 1 && r.read_bytes == 4, 5000);
+    assert_memory_equal(f.frames[0], "line\n", 5);
+    assert_memory_equal(r.buf, "rest", 4); /* what no request takes goes to READ */
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+static void test_split_delimiter_and_byte_by_byte(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    assert_int_equal(rill_stream_read_until(p[1], "END!", 4, on_frame, &f), 0);
+    const char *msg = "abcEN";
+    send_raw(p[0], msg);
+    rill_timer *t = th_tick_start(loop);
+    for (int i = 0; i < 5; i++)
+        rill_loop_run(loop, RILL_RUN_ONCE);
+    rill_timer_stop(t);
+    assert_int_equal(f.n, 0);
+    send_raw(p[0], "D");
+    send_raw(p[0], "!tail");
+    TH_RUN_UNTIL(loop, f.n == 1, 5000);
+    assert_int_equal(f.lens[0], 7);
+    assert_memory_equal(f.frames[0], "abcEND!", 7);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+static void test_max_buffer_enobufs_consumes_nothing(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    rill_stream_set_max_buffer(p[1], 16);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), 0);
+    send_raw(p[0], "0123456789abcdefghij"); /* 20 bytes, no newline */
+    TH_RUN_UNTIL(loop, f.n == 1, 5000);
+    assert_int_equal(f.status[0], RILL_ENOBUFS);
+    assert_int_equal(f.lens[0], 0);
+    /* nothing was consumed: the bytes are still there, in order */
+    assert_int_equal(rill_stream_read_exactly(p[1], 10, on_frame, &f), 0);
+    TH_RUN_UNTIL(loop, f.n == 2, 5000);
+    assert_int_equal(f.status[1], 0);
+    assert_memory_equal(f.frames[1], "0123456789", 10);
+    /* read_exactly larger than the bound fails the same way */
+    assert_int_equal(rill_stream_read_exactly(p[1], 100, on_frame, &f), 0);
+    TH_RUN_UNTIL(loop, f.n == 3, 5000);
+    assert_int_equal(f.status[2], RILL_ENOBUFS);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+static void test_eof_gives_partial_then_eof(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    rill_stream_ref(p[1]);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), 0);
+    assert_int_equal(rill_stream_read_exactly(p[1], 5, on_frame, &f), 0);
+    send_raw(p[0], "partial");
+    rill_stream_close(p[0]);
+    TH_RUN_UNTIL(loop, f.n == 2, 5000);
+    assert_int_equal(f.status[0], RILL_EOF);
+    assert_int_equal(f.lens[0], 7);
+    assert_memory_equal(f.frames[0], "partial", 7);
+    assert_int_equal(f.status[1], RILL_EOF);
+    assert_int_equal(f.lens[1], 0);
+    /* requests after EOF complete with RILL_EOF at once (refused) */
+    assert_true(rill_stream_is_closed(p[1]) ||
+                rill_stream_read_bytes(p[1], 1, on_frame, &f) == RILL_EOF);
+    rill_stream_unref(p[1]);
+    th_loop_free(loop);
+}
+
+static void test_close_cancels_requests(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    rill_stream_ref(p[1]);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), 0);
+    assert_int_equal(rill_stream_read_bytes(p[1], 5, on_frame, &f), 0);
+    rill_stream_close(p[1]);
+    assert_int_equal(f.n, 0);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(f.n, 2);
+    assert_int_equal(f.status[0], RILL_ECANCELED);
+    assert_int_equal(f.status[1], RILL_ECANCELED);
+    assert_int_equal(rill_stream_read_bytes(p[1], 5, on_frame, &f), RILL_ECLOSED);
+    rill_stream_unref(p[1]);
+    assert_int_equal(rill_stream_read_until(p[0], NULL, 0, on_frame, &f), RILL_EINVAL);
+    assert_int_equal(rill_stream_read_exactly(p[0], 0, on_frame, &f), RILL_EINVAL);
+    rill_stream_close(p[0]);
+    th_loop_free(loop);
+}
+
+static void test_regex_partial_match_not_decided_early(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    int err = 0;
+    size_t off = 0;
+    rill_regex *re = rill_regex_new("ab+c", &err, &off);
+    assert_non_null(re);
+    assert_int_equal(rill_stream_read_until_regex(p[1], re, on_frame, &f), 0);
+    send_raw(p[0], "xxabbb");
+    rill_timer *t = th_tick_start(loop);
+    for (int i = 0; i < 5; i++)
+        rill_loop_run(loop, RILL_RUN_ONCE);
+    rill_timer_stop(t);
+    assert_int_equal(f.n, 0); /* "ab+" could still grow: not decided */
+    send_raw(p[0], "bbc--");
+    TH_RUN_UNTIL(loop, f.n == 1, 5000);
+    assert_int_equal(f.lens[0], 9);
+    assert_memory_equal(f.frames[0], "xxabbbbbc", 9); /* ends at the end of the match */
+    /* a greedy pattern at the end of the data waits for more: "[0-9]+;" */
+    rill_regex *num = rill_regex_new("[0-9]+;", NULL, NULL);
+    assert_int_equal(rill_stream_read_until_regex(p[1], num, on_frame, &f), 0);
+    send_raw(p[0], "12");
+    send_raw(p[0], "34;");
+    TH_RUN_UNTIL(loop, f.n == 2, 5000);
+    assert_memory_equal(f.frames[1], "--1234;", 7);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+    rill_regex_free(re);
+    rill_regex_free(num);
+}
+
+static void test_regex_invalid(void **state)
+{
+    (void)state;
+    int err = 0;
+    size_t off = 0;
+    errno = 0;
+    assert_null(rill_regex_new("ab(c", &err, &off));
+    assert_int_equal(errno, EINVAL);
+    assert_true(err != 0);
+    assert_int_equal(off, 4);
+    char msg[128];
+    assert_true(rill_regex_error_text(err, msg, sizeof msg) > 0);
+    assert_non_null(strstr(msg, "parenthes"));
+    assert_null(rill_regex_new(NULL, NULL, NULL));
+    rill_regex_free(NULL);
+}
+
+/* A 4 MiB line arriving one byte per read: every byte is examined a bounded number of
+ * times (the scan resumes where it stopped). */
+#define LINE (4u << 20)
+
+typedef struct {
+    size_t got;
+    int status;
+} big_line;
+
+static void on_big(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    (void)s;
+    big_line *b = arg;
+    b->status = status;
+    b->got = len;
+    assert_int_equal(data[len - 1], '\n');
+}
+
+static void test_scan_is_linear(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    big_line b = {0};
+    rill_stream_set_max_buffer(p[1], 8u << 20);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_big, &b), 0);
+    int fd = rill_stream_fd(p[0]);
+    size_t sent = 0;
+    /* the first 64 KiB through the socket, one byte per read */
+    while (sent < 65536) {
+        assert_int_equal(write(fd, "a", 1), 1);
+        sent++;
+        TH_RUN_UNTIL(loop, !rill_stream_is_readable(p[1]) || p[1]->in.len == sent, 5000);
+    }
+    assert_int_equal(p[1]->in.len, sent);
+    /* the rest one byte per delivery, through the function the read path calls */
+    while (sent < LINE - 1) {
+        rill__stream_deliver(p[1], "a", 1);
+        sent++;
+    }
+    rill__stream_deliver(p[1], "\n", 1);
+    assert_int_equal(b.got, sent + 1);
+    assert_int_equal(b.status, 0);
+    size_t touched = p[1]->in.touched;
+    assert_true(touched <= 2 * (sent + 1) + 4096);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+/* Byte-by-byte feeding of many lines through the buffered path keeps each frame exact. */
+static void test_many_lines_exact(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(rill_stream_read_until(p[1], "\r\n", 2, on_frame, &f), 0);
+    char all[20 * 16];
+    size_t len = 0;
+    for (int i = 0; i < 20; i++)
+        len += (size_t)sprintf(all + len, "line-%02d\r\n", i);
+    int fd = rill_stream_fd(p[0]);
+    for (size_t i = 0; i < len; i += 3) {
+        size_t n = len - i < 3 ? len - i : 3;
+        assert_int_equal(write(fd, all + i, n), (ssize_t)n);
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    }
+    TH_RUN_UNTIL(loop, f.n == 20, 5000);
+    for (int i = 0; i < 20; i++) {
+        char want[16];
+        sprintf(want, "line-%02d\r\n", i);
+        assert_int_equal(f.lens[i], 9);
+        assert_memory_equal(f.frames[i], want, 9);
+    }
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fifo_requests_and_leftovers),
+        cmocka_unit_test(test_requests_take_precedence_over_read),
+        cmocka_unit_test(test_split_delimiter_and_byte_by_byte),
+        cmocka_unit_test(test_max_buffer_enobufs_consumes_nothing),
+        cmocka_unit_test(test_eof_gives_partial_then_eof),
+        cmocka_unit_test(test_close_cancels_requests),
+        cmocka_unit_test(test_regex_partial_match_not_decided_early),
+        cmocka_unit_test(test_regex_invalid),
+        cmocka_unit_test(test_scan_is_linear),
+        cmocka_unit_test(test_many_lines_exact),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
