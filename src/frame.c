@@ -111,15 +111,19 @@ void rill__frame_free(rill_stream *s)
 
 static int request(rill_stream *s, rill__freq *q)
 {
+    bool starts_reading = rill__list_empty(&s->frames) && !(s->flags & RILL__S_READING) &&
+                          !(s->flags & RILL__S_FEEDING);
     rill__list_insert_tail(&s->frames, &q->link);
     if (s->in.len && s->frames.next == &q->link)
         rill__buf_find_reset(&s->in);
     /* Buffered bytes may already satisfy it: serve on the next iteration, never inside
      * this call. */
-    s->dflags |= s->in.len ? RILL__D_FRAME : 0;
-    if (s->dflags)
+    if (s->in.len) {
+        s->dflags |= RILL__D_FRAME;
         rill__defer_queue(s->loop, &s->defer, 0);
-    rill__stream_update(s);
+    }
+    if (starts_reading || s->in.len)
+        rill__stream_update(s); /* otherwise reading and activity do not change */
     return 0;
 }
 
@@ -240,9 +244,11 @@ static size_t match(rill_stream *s, rill__freq *q, const char *p, size_t n, size
         return n >= q->n ? q->n : 0;
     case F_UNTIL: {
         size_t start = from >= q->n - 1 ? from - (q->n - 1) : 0;
-        const char *m = memmem(p + start, n - start, q->delim, q->n);
-        s->in.touched += n - start;
-        return m ? (size_t)(m - p) + q->n : 0;
+        const char *m = q->n == 1 ? memchr(p + start, q->delim[0], n - start)
+                                  : memmem(p + start, n - start, q->delim, q->n);
+        size_t end = m ? (size_t)(m - p) + q->n : 0;
+        s->in.touched += (m ? end : n) - start;
+        return end;
     }
     default: {
         int rc = pcre2_match(q->re->code, (PCRE2_SPTR)p, n, from, PCRE2_PARTIAL_HARD, q->md, NULL);
@@ -329,9 +335,60 @@ static void serve_buffered(rill_stream *s)
     }
 }
 
+/* Where in data[0..n) a delimiter ends whose first bytes may still sit at the end of
+ * s->in (the scan of s->in already found no whole delimiter).  0: none. */
+static size_t until_end(rill_stream *s, rill__freq *q, const char *data, size_t n)
+{
+    size_t dlen = q->n;
+    for (size_t j = RILL__MIN(dlen - 1, s->in.len); j > 0; j--) { /* earliest start first */
+        char tail[INLINE_DELIM];
+        if (j > sizeof tail || dlen - j > n)
+            continue;
+        rill__buf_peek(&s->in, s->in.len - j, tail, j);
+        if (memcmp(tail, q->delim, j) == 0 && memcmp(data, q->delim + j, dlen - j) == 0)
+            return dlen - j;
+    }
+    size_t next;
+    return match(s, q, data, n, 0, &next);
+}
+
+/* The head request has bytes in s->in: take from data only what completes it, so the
+ * rest of data can be served in place.  Returns bytes taken (all of data when the frame
+ * is still incomplete, or for kinds that need the whole buffer). */
+static size_t complete_straddling(rill_stream *s, const char *data, size_t n)
+{
+    rill__freq *q = head(s);
+    size_t take = n;
+    bool none = false; /* searched, and no delimiter ends in s->in + data */
+    if (q->kind == F_EXACTLY && q->n > s->in.len) {
+        take = RILL__MIN(n, q->n - s->in.len);
+    } else if (q->kind == F_UNTIL && q->n <= INLINE_DELIM) {
+        size_t end = until_end(s, q, data, n);
+        take = end ? end : n;
+        none = !end;
+    }
+    if (rill__buf_append(&s->in, data, take) < 0) {
+        rill__stream_error(s, RILL_ENOMEM);
+        return n;
+    }
+    if (none)
+        s->in.scanned = s->in.len; /* never look at these bytes again */
+    serve_buffered(s);
+    return take;
+}
+
 void rill__frame_feed(rill_stream *s, const char *data, size_t n)
 {
+    uint32_t feeding = s->flags & RILL__S_FEEDING;
+    s->flags |= RILL__S_FEEDING;
     s->refs++;
+    if (n && s->in.len && head(s)) {
+        size_t took = complete_straddling(s, data, n);
+        data += took;
+        n -= took;
+        if (s->flags & RILL__S_CLOSED)
+            n = 0;
+    }
     if (n && !s->in.len && head(s)) {
         size_t took = serve_direct(s, data, n);
         data += took;
@@ -355,8 +412,10 @@ void rill__frame_feed(rill_stream *s, const char *data, size_t n)
     if (!(s->flags & RILL__S_CLOSED)) {
         serve_buffered(s);
         rill__stream_read_buffered(s);
-        rill__stream_update(s);
     }
+    s->flags = (s->flags & ~RILL__S_FEEDING) | feeding;
+    if (!(s->flags & RILL__S_CLOSED))
+        rill__stream_update(s);
     rill_stream_unref(s);
 }
 

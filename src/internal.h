@@ -287,7 +287,7 @@ enum {
     RILL__S_PENDING = 1u << 13,   /* GIO pending flag */
     RILL__S_WATCH_W = 1u << 14,   /* waiting for writability */
     RILL__S_WBUSY = 1u << 15,     /* ASYNC transports: a write is in flight */
-    RILL__S_READCB = 1u << 16,    /* reading because framing requests wait */
+    RILL__S_FEEDING = 1u << 16,   /* inside rill__frame_feed: it updates the state once at its end */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */
