@@ -41,8 +41,9 @@ int main(void)
 }
 C
     export PKG_CONFIG_PATH="$pc"
-    # --define-prefix: the .pc file was installed under a destdir, not its prefix
-    local flags; flags=$(pkg-config --define-prefix --cflags --libs rill) || return 1
+    # The .pc file was installed under a destdir: point its prefix there (PREFIX/lib/...).
+    local flags; flags=$(pkg-config --define-variable=prefix="${pc%%/lib/*}" --cflags --libs rill) ||
+        return 1
     cc -std=c11 -Wall -Wextra -Werror "$tmp/hello.c" -o "$tmp/hello" $flags || return 1
     local libdir; libdir=$(dirname "$(find "$tmp/root" -name 'librill.so.0' -print -quit)")
     LD_LIBRARY_PATH="$libdir" "$tmp/hello" | grep -qx "0.1.0 1 ECONNRESET"
