@@ -69,6 +69,8 @@ struct rill_pipe {
     bool rblocking, wblocking;
     bool eof, closed, rflag;
     bool leased;        /* a reader is copying from the front without the lock */
+    bool spinning;      /* a waiter is spinning: others sleep at once */
+    unsigned spin_skip; /* waits left that sleep without spinning, after a spin in vain */
     int64_t timeout_ms; /* negative: forever */
     void (*notify)(void *);
     void *notify_arg;
@@ -83,6 +85,7 @@ struct rill_pipe {
 #ifndef SPIN_NS
 #define SPIN_NS 20000L
 #endif
+#define SPIN_BACKOFF 8u
 
 static void cpu_relax(void)
 {
@@ -155,24 +158,44 @@ static int64_t wait_ms(const rill_pipe *p, int64_t ms)
     return ms == 0 ? p->timeout_ms : ms;
 }
 
+/* Whether this pause spins (lock held).  Once per call; one spinner per pipe, since with
+ * more threads than CPUs a second spinner only takes the CPU the other side needs; and
+ * after a spin that saw nothing move, the next SPIN_BACKOFF waits sleep straight away. */
+static bool spin_first(rill_pipe *p, deadline *d)
+{
+    if (!d->spin)
+        return false;
+    d->spin = false;
+    if (p->spinning)
+        return false;
+    if (p->spin_skip) {
+        p->spin_skip--;
+        return false;
+    }
+    return true;
+}
+
 /* Sleeps on c with the lock held.  True once the deadline has passed: callers then check
  * their condition one last time before reporting RILL_ETIMEDOUT.
  *
- * The first pause of a call spins instead, for at most SPIN_NS, and returns as soon as
- * the other side changes anything.  Handing over through the futex costs two context
- * switches on each side (about 12 us per hand-off on a 2-core VM), while a reader or
- * writer that is running answers within a microsecond: with a chunk in flight at a time,
- * that is the difference between 2x and 10x a kernel pipe.  One spin per call bounds the
- * CPU a long wait burns to SPIN_NS; after it the caller re-checks and truly sleeps. */
+ * A pause may spin instead (spin_first), for at most SPIN_NS, returning as soon as the
+ * other side changes anything.  Handing over through the futex costs two context switches
+ * on each side (about 12 us per hand-off on a 2-core VM), while a reader or writer that is
+ * running answers within a microsecond: with one chunk in flight at a time, that is the
+ * difference between 2x and 10x a kernel pipe.  Spinning once per call bounds the CPU a
+ * long wait burns to SPIN_NS; after it the caller re-checks and truly sleeps. */
 static bool pause_on(rill_pipe *p, pthread_cond_t *c, unsigned *sleepers, deadline *d)
 {
     int rc;
-    if (d->spin) {
+    if (spin_first(p, d)) {
         unsigned long was = atomic_load_explicit(&p->seq, memory_order_relaxed);
-        d->spin = false;
+        p->spinning = true;
         pthread_mutex_unlock(&p->mu);
-        spin_for_change(p, was);
+        bool moved = spin_for_change(p, was);
         pthread_mutex_lock(&p->mu);
+        p->spinning = false;
+        if (!moved)
+            p->spin_skip = SPIN_BACKOFF;
         return false;
     }
     (*sleepers)++;
