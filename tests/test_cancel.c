@@ -74,6 +74,7 @@ static void test_trigger_from_thread_while_running(void **state)
     rill_stream *peer, *s = stuck_stream(loop, &peer);
     trigger_arg t = {rill_cancel_new(), false};
     done_rec r = {0};
+    rill_stream_ref(s); /* to look at it after it closed */
     assert_int_equal(rill_stream_close_async(s, 0, t.c, on_done, &r), 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, trigger_later, &t), 0);
@@ -83,6 +84,7 @@ static void test_trigger_from_thread_while_running(void **state)
     assert_int_equal(r.status, RILL_ECANCELED);
     assert_true(pthread_equal(r.thread, pthread_self())); /* on the loop thread */
     assert_true(rill_stream_is_closed(s));
+    rill_stream_unref(s);
     rill_cancel_free(t.c);
     rill_stream_close(peer);
     th_loop_free(loop);
@@ -118,11 +120,13 @@ static void test_already_triggered(void **state)
     rill_cancel *c = rill_cancel_new();
     rill_cancel_trigger(c);
     done_rec r = {0};
+    rill_stream_ref(s);
     assert_int_equal(rill_stream_close_async(s, 0, c, on_done, &r), 0);
     assert_int_equal(r.calls, 0); /* never inside the call */
     TH_RUN_UNTIL(loop, r.calls == 1, 2000);
     assert_int_equal(r.status, RILL_ECANCELED);
     assert_true(rill_stream_is_closed(s));
+    rill_stream_unref(s);
     rill_cancel_free(c);
     rill_stream_close(peer);
     th_loop_free(loop);

@@ -208,6 +208,8 @@ static void test_compose_half_timeout_reaches_composed(void **state)
     rill_stream *s = stdio_like(loop, &in, &out, &feed, &drain);
     counts cs = {0};
     assert_non_null(rill_stream_on(s, RILL_EV_CLOSE, on_any, &cs));
+    rill_stream_ref(s);
+    rill_stream_ref(out);
     rill_stream_set_timeout(in, 30);
     assert_int_equal(rill_stream_start(s), 0);
     /* no ERROR handler: the error closes the composed stream, and with it the halves */
@@ -215,6 +217,8 @@ static void test_compose_half_timeout_reaches_composed(void **state)
     assert_int_equal(cs.close_err, RILL_ETIMEDOUT);
     assert_int_equal(rill_stream_error(s), RILL_ETIMEDOUT);
     assert_true(rill_stream_is_closed(out));
+    rill_stream_unref(s);
+    rill_stream_unref(out);
     close(feed);
     close(drain);
     th_loop_free(loop);

@@ -1,0 +1,650 @@
+/* tests/test_splice.c - rill_splice: two TCP connections (and socketpairs) pumped into each
+ * other, 256 MiB each way with hashes checked, over the zero-copy path and the copying
+ * path, a cancel from another thread in the middle, half-close, flags, backpressure,
+ * bytes buffered before the splice, errors, and a file stream as a source.
+ *
+ * The far ends are plain blocking sockets driven by threads, like real clients: the loop
+ * thread runs only the splice. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "splice.h"
+
+#define MIB ((size_t)1 << 20)
+#define PAT_LEN ((4u << 20) + 4093) /* odd: a lost or repeated block changes the hash */
+
+static char *g_pat;
+
+/* The test stream: byte k is g_pat[k % PAT_LEN]. */
+static void pat_init(void)
+{
+    if (!g_pat) {
+        g_pat = malloc(PAT_LEN);
+        th_fill(g_pat, PAT_LEN, 256);
+    }
+}
+
+static uint64_t pat_hash(uint64_t h, size_t from, size_t len)
+{
+    while (len) {
+        size_t at = from % PAT_LEN, n = PAT_LEN - at < len ? PAT_LEN - at : len;
+        h = th_hash(h, g_pat + at, n);
+        from += n;
+        len -= n;
+    }
+    return h;
+}
+
+/* Expected hashes, cached: the big runs share them. */
+static uint64_t expected_hash(size_t len)
+{
+    static size_t cached_len;
+    static uint64_t cached;
+    if (cached_len != len) {
+        cached = pat_hash(TH_HASH_INIT, 0, len);
+        cached_len = len;
+    }
+    return cached;
+}
+
+static size_t big_size(void)
+{
+    return getenv("RILL_VALGRIND") ? 16 * MIB : 256 * MIB; /* valgrind: 20x slower */
+}
+
+/* ---- far ends ------------------------------------------------------------------------- */
+
+typedef struct {
+    int fd;
+    size_t total;          /* writer: bytes to send, then shutdown(SHUT_WR) */
+    atomic_size_t moved;   /* bytes sent / received */
+    uint64_t hash;
+    int err;
+    rill_cancel *cancel;   /* reader: trigger it after cancel_after bytes */
+    size_t cancel_after;
+    pthread_t th;
+} peer;
+
+static void *writer(void *p)
+{
+    peer *w = p;
+    size_t off = 0;
+    while (off < w->total) {
+        size_t at = off % PAT_LEN, n = PAT_LEN - at;
+        n = n < 256 * 1024 ? n : 256 * 1024;
+        n = n < w->total - off ? n : w->total - off;
+        ssize_t r = send(w->fd, g_pat + at, n, MSG_NOSIGNAL);
+        if (r < 0) {
+            w->err = -errno;
+            return NULL;
+        }
+        off += (size_t)r;
+        atomic_store(&w->moved, off);
+    }
+    shutdown(w->fd, SHUT_WR);
+    return NULL;
+}
+
+static void *reader(void *p)
+{
+    peer *r = p;
+    char *buf = malloc(256 * 1024);
+    r->hash = TH_HASH_INIT;
+    for (;;) {
+        ssize_t n = recv(r->fd, buf, 256 * 1024, 0);
+        if (n <= 0) {
+            r->err = n < 0 ? -errno : 0;
+            break;
+        }
+        r->hash = th_hash(r->hash, buf, (size_t)n);
+        size_t got = atomic_fetch_add(&r->moved, (size_t)n) + (size_t)n;
+        if (r->cancel && got >= r->cancel_after && got - (size_t)n < r->cancel_after)
+            rill_cancel_trigger(r->cancel); /* from this thread, while the loop runs */
+    }
+    free(buf);
+    return NULL;
+}
+
+/* A connection: the rill stream the splice uses and the plain fd of its far end. */
+typedef struct {
+    rill_stream *s;
+    int far;
+} conn;
+
+static int tcp_listener(uint16_t *port)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 8), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return l;
+}
+
+static void on_connect(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    (void)ev;
+    (*(int *)arg)++;
+}
+
+/* TCP: a rill client connected to a plain listener whose accepted socket is the far end. */
+static conn tcp_conn(rill_loop *loop)
+{
+    uint16_t port;
+    int l = tcp_listener(&port);
+    conn c;
+    int up = 0;
+    c.s = rill_tcp_connect(loop, "127.0.0.1", port, NULL);
+    assert_non_null(c.s);
+    assert_non_null(rill_stream_on(c.s, RILL_EV_CONNECT, on_connect, &up));
+    TH_RUN_UNTIL(loop, up == 1, 5000);
+    c.far = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(c.far >= 0);
+    close(l);
+    return c;
+}
+
+static conn pair_conn(rill_loop *loop)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    conn c = {rill_fd_open(loop, sv[1], 0), sv[0]};
+    assert_non_null(c.s);
+    return c;
+}
+
+typedef struct {
+    int calls, status;
+    rill_stream *s;
+} done_rec;
+
+static void on_done(rill_stream *s, int status, void *arg)
+{
+    done_rec *d = arg;
+    d->calls++;
+    d->status = status;
+    d->s = s;
+}
+
+/* ---- the big runs ---------------------------------------------------------------------- */
+
+typedef enum { ZERO_COPY, COPY_FLAG, COPY_ENV } path;
+
+/* Splices x and y; 'total' bytes go each way (x's far end to y's, and back), or until
+ * the cancel that y's far reader triggers after cancel_after bytes. */
+static void run_big(conn (*mk)(rill_loop *), path how, size_t total, size_t cancel_after)
+{
+    pat_init();
+    rill_loop *loop = th_loop_new();
+    conn x = mk(loop), y = mk(loop);
+    rill_cancel *cancel = cancel_after ? rill_cancel_new() : NULL;
+    uint64_t zc0 = atomic_load(&rill__splice_zc_bytes);
+    uint64_t cp0 = atomic_load(&rill__splice_copy_bytes);
+    if (how == COPY_ENV)
+        setenv("RILL_SPLICE_COPY", "1", 1);
+    done_rec d = {0};
+    unsigned flags = RILL_SPLICE_WAIT_BOTH | (how == COPY_FLAG ? RILL_SPLICE_COPY : 0);
+    assert_int_equal(rill_splice(x.s, y.s, flags, 0, cancel, on_done, &d), 0);
+    unsetenv("RILL_SPLICE_COPY");
+    assert_true(rill_stream_has_pending(x.s) && rill_stream_has_pending(y.s));
+    assert_int_equal(rill_splice(x.s, y.s, 0, 0, NULL, on_done, &d), RILL_EPENDING);
+    assert_int_equal(rill_stream_close_async(x.s, 0, NULL, on_done, &d), RILL_EPENDING);
+    peer wx = {.fd = x.far, .total = total}, wy = {.fd = y.far, .total = total};
+    peer rx = {.fd = x.far}, ry = {.fd = y.far, .cancel = cancel, .cancel_after = cancel_after};
+    pthread_create(&wx.th, NULL, writer, &wx);
+    pthread_create(&wy.th, NULL, writer, &wy);
+    pthread_create(&rx.th, NULL, reader, &rx);
+    pthread_create(&ry.th, NULL, reader, &ry);
+    TH_RUN_UNTIL(loop, d.calls == 1, 120000);
+    assert_ptr_equal(d.s, x.s);
+    assert_false(rill_stream_has_pending(x.s) || rill_stream_has_pending(y.s));
+    if (cancel) {
+        assert_int_equal(d.status, RILL_ECANCELED);
+        rill_stream_close(x.s); /* the far ends see EOF or a reset, their threads end */
+        rill_stream_close(y.s);
+    }
+    for (int i = 0; i < 3; i++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    pthread_join(wx.th, NULL);
+    pthread_join(wy.th, NULL);
+    pthread_join(rx.th, NULL);
+    pthread_join(ry.th, NULL);
+    uint64_t zc = atomic_load(&rill__splice_zc_bytes) - zc0;
+    uint64_t cp = atomic_load(&rill__splice_copy_bytes) - cp0;
+    if (cancel) {
+        assert_true(atomic_load(&ry.moved) >= cancel_after);
+        assert_true(atomic_load(&ry.moved) < total); /* it really stopped in the middle */
+    } else {
+        assert_int_equal(d.status, 0);
+        assert_int_equal(atomic_load(&rx.moved), total);
+        assert_int_equal(atomic_load(&ry.moved), total);
+        assert_true(rx.hash == expected_hash(total));
+        assert_true(ry.hash == expected_hash(total));
+        if (how == ZERO_COPY)
+            assert_true(zc == 2 * total && cp == 0); /* nothing passed through user space */
+        else
+            assert_true(zc == 0 && cp == 2 * total);
+        rill_stream_close(x.s);
+        rill_stream_close(y.s);
+    }
+    close(x.far);
+    close(y.far);
+    rill_cancel_free(cancel);
+    th_loop_free(loop);
+}
+
+static void test_tcp_256mib_zero_copy(void **state)
+{
+    (void)state;
+    run_big(tcp_conn, ZERO_COPY, big_size(), 0);
+}
+
+static void test_tcp_256mib_copy(void **state)
+{
+    (void)state;
+    run_big(tcp_conn, COPY_FLAG, big_size(), 0);
+}
+
+static void test_tcp_cancel_in_the_middle_zero_copy(void **state)
+{
+    (void)state;
+    run_big(tcp_conn, ZERO_COPY, big_size(), 32 * MIB / (getenv("RILL_VALGRIND") ? 8 : 1));
+}
+
+static void test_tcp_cancel_in_the_middle_copy(void **state)
+{
+    (void)state;
+    run_big(tcp_conn, COPY_FLAG, big_size(), 32 * MIB / (getenv("RILL_VALGRIND") ? 8 : 1));
+}
+
+static void test_socketpairs_both_paths_and_env(void **state)
+{
+    (void)state;
+    run_big(pair_conn, ZERO_COPY, 32 * MIB, 0);
+    run_big(pair_conn, COPY_ENV, 32 * MIB, 0);
+}
+
+/* ---- behaviour ---------------------------------------------------------------------------- */
+
+static void recv_exact(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, buf + got, n - got, 0);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+}
+
+static void expect_eof(int fd)
+{
+    char b;
+    assert_int_equal(recv(fd, &b, 1, 0), 0);
+}
+
+static bool readable_now(int fd)
+{
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
+static void run_until_readable(rill_loop *loop, int fd)
+{
+    TH_RUN_UNTIL(loop, readable_now(fd), 3000);
+}
+
+/* Half-close: x's far end finishes; y's far end sees EOF, answers, finishes; with
+ * WAIT_BOTH the splice ends only then. */
+static void half_close(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, flags | RILL_SPLICE_WAIT_BOTH, 0, NULL, on_done, &d), 0);
+    assert_int_equal(send(x.far, "request", 7, 0), 7);
+    shutdown(x.far, SHUT_WR);
+    char buf[16];
+    run_until_readable(loop, y.far);
+    recv_exact(y.far, buf, 7);
+    assert_memory_equal(buf, "request", 7);
+    run_until_readable(loop, y.far);
+    expect_eof(y.far); /* the EOF travelled on */
+    assert_int_equal(d.calls, 0);
+    assert_int_equal(send(y.far, "reply", 5, 0), 5);
+    shutdown(y.far, SHUT_WR);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, 0);
+    recv_exact(x.far, buf, 5);
+    assert_memory_equal(buf, "reply", 5);
+    expect_eof(x.far);
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_half_close_zero_copy(void **state)
+{
+    (void)state;
+    half_close(0);
+}
+
+static void test_half_close_copy(void **state)
+{
+    (void)state;
+    half_close(RILL_SPLICE_COPY);
+}
+
+static void close_counter(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    (void)ev;
+    (*(int *)arg)++;
+}
+
+static void first_eof_ends(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    int closes = 0;
+    rill_stream_on(x.s, RILL_EV_CLOSE, close_counter, &closes);
+    rill_stream_on(y.s, RILL_EV_CLOSE, close_counter, &closes);
+    rill_stream_ref(x.s);
+    rill_stream_ref(y.s);
+    assert_int_equal(rill_splice(x.s, y.s, flags, 7, NULL, on_done, &d), 0);
+    shutdown(x.far, SHUT_WR);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, 0);
+    expect_eof(y.far);
+    assert_false(rill_stream_has_pending(x.s));
+    if (flags & RILL_SPLICE_CLOSE_A) {
+        TH_RUN_UNTIL(loop, closes == 2, 3000);
+        assert_true(rill_stream_is_closed(x.s) && rill_stream_is_closed(y.s));
+    } else {
+        assert_int_equal(closes, 0);
+        assert_false(rill_stream_is_closed(x.s) || rill_stream_is_closed(y.s));
+        assert_true(rill_stream_writable(x.s)); /* only y's write half was shut down */
+        rill_stream_close(x.s);
+        rill_stream_close(y.s);
+    }
+    rill_stream_unref(x.s);
+    rill_stream_unref(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_first_eof_ends_without_wait_both(void **state)
+{
+    (void)state;
+    first_eof_ends(0);
+    first_eof_ends(RILL_SPLICE_COPY);
+}
+
+static void test_close_flags(void **state)
+{
+    (void)state;
+    first_eof_ends(RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B);
+    first_eof_ends(RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B | RILL_SPLICE_COPY);
+}
+
+static void on_frame(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    (void)s;
+    assert_int_equal(status, 0);
+    memcpy(arg, data, len);
+}
+
+/* What x had buffered and what y had queued before the splice go first, in order. */
+static void buffered_first(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    char head[4] = {0};
+    assert_int_equal(send(x.far, "0123456789", 10, 0), 10);
+    assert_int_equal(rill_stream_read_exactly(x.s, 3, on_frame, head), 0);
+    TH_RUN_UNTIL(loop, head[0] == '0', 3000); /* "3456789" stays in x's buffer */
+    char *queued = malloc(MIB);
+    memset(queued, 'Q', MIB);
+    assert_true(rill_stream_write(y.s, queued, MIB, NULL, NULL) >= 0); /* y's far end is slow */
+    assert_true(rill_stream_write_queue_size(y.s) > 0);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, flags, 0, NULL, on_done, &d), 0);
+    assert_int_equal(send(x.far, "ABC", 3, 0), 3);
+    shutdown(x.far, SHUT_WR);
+    pthread_t th;
+    peer r = {.fd = y.far};
+    pthread_create(&th, NULL, reader, &r);
+    TH_RUN_UNTIL(loop, d.calls == 1, 5000);
+    pthread_join(th, NULL);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(atomic_load(&r.moved), MIB + 10);
+    uint64_t want = th_hash(TH_HASH_INIT, queued, MIB);
+    want = th_hash(want, "3456789ABC", 10);
+    assert_true(r.hash == want);
+    free(queued);
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_buffered_bytes_go_first(void **state)
+{
+    (void)state;
+    buffered_first(0);
+    buffered_first(RILL_SPLICE_COPY);
+}
+
+/* ---- backpressure --------------------------------------------------------------------------- */
+
+typedef struct {
+    rill_stream *s;
+    size_t max;
+} sampler;
+
+static void sample(rill_timer *t, void *arg)
+{
+    (void)t;
+    sampler *sm = arg;
+    size_t q = rill_stream_write_queue_size(sm->s);
+    sm->max = q > sm->max ? q : sm->max;
+}
+
+static void *slow_reader(void *p)
+{
+    peer *r = p;
+    char buf[16384];
+    r->hash = TH_HASH_INIT;
+    ssize_t n;
+    while ((n = recv(r->fd, buf, sizeof buf, 0)) > 0) {
+        r->hash = th_hash(r->hash, buf, (size_t)n);
+        atomic_fetch_add(&r->moved, (size_t)n);
+        usleep(200);
+    }
+    return NULL;
+}
+
+static void test_backpressure_bounds_sink_queue(void **state)
+{
+    (void)state;
+    pat_init();
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    const size_t high = 256 * 1024, total = 16 * MIB;
+    rill_stream_set_watermarks(y.s, 0, high);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, RILL_SPLICE_COPY, 0, NULL, on_done, &d), 0);
+    sampler sm = {y.s, 0};
+    rill_timer *t = rill_timer_start(loop, 1, 1, sample, &sm);
+    peer w = {.fd = x.far, .total = total}, r = {.fd = y.far};
+    pthread_create(&w.th, NULL, writer, &w);
+    pthread_create(&r.th, NULL, slow_reader, &r);
+    TH_RUN_UNTIL(loop, d.calls == 1, 60000);
+    rill_timer_stop(t);
+    pthread_join(w.th, NULL);
+    pthread_join(r.th, NULL);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(atomic_load(&r.moved), total);
+    assert_true(r.hash == pat_hash(TH_HASH_INIT, 0, total));
+    assert_true(sm.max > 0);     /* the sink was the slow side */
+    assert_true(sm.max <= high); /* and its queue never grew past the mark */
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+static void test_invalid_and_pending(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, x.s, 0, 0, NULL, on_done, &d), RILL_EINVAL);
+    assert_int_equal(rill_splice(NULL, x.s, 0, 0, NULL, on_done, &d), RILL_EINVAL);
+    assert_int_equal(rill_splice(x.s, y.s, 0x100, 0, NULL, on_done, &d), RILL_EINVAL);
+    assert_int_equal(rill_stream_set_pending(x.s), 0);
+    assert_int_equal(rill_splice(x.s, y.s, 0, 0, NULL, on_done, &d), RILL_EPENDING);
+    rill_stream_clear_pending(x.s);
+    rill_stream_ref(y.s);
+    rill_stream_close(y.s);
+    assert_int_equal(rill_splice(x.s, y.s, 0, 0, NULL, on_done, &d), RILL_ECLOSED);
+    rill_stream_unref(y.s);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(d.calls, 0); /* failed calls never call back */
+    rill_stream_close(x.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void peer_gone(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    rill_stream_ref(y.s);
+    assert_int_equal(rill_splice(x.s, y.s, flags | RILL_SPLICE_WAIT_BOTH, 0, NULL, on_done, &d), 0);
+    close(y.far); /* y's far end is gone: writing to y fails */
+    static char chunk[65536];
+    for (int i = 0; i < 16 && d.calls == 0; i++) {
+        assert_int_equal(send(x.far, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) > 0 ||
+                             errno == EAGAIN, 1);
+        for (int k = 0; k < 3; k++)
+            rill_loop_run(loop, RILL_RUN_NOWAIT);
+    }
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_true(d.status == RILL_EPIPE || d.status == RILL_ECONNRESET);
+    /* on either path the broken stream knows: no ERROR handler, so it closed */
+    TH_RUN_UNTIL(loop, rill_stream_is_closed(y.s), 2000);
+    assert_int_equal(rill_stream_error(y.s), d.status);
+    rill_stream_unref(y.s);
+    rill_stream_close(x.s);
+    close(x.far);
+    th_loop_free(loop);
+}
+
+static void test_peer_gone_is_an_error(void **state)
+{
+    (void)state;
+    peer_gone(0);
+    peer_gone(RILL_SPLICE_COPY);
+}
+
+static void test_stream_closed_under_splice(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    rill_stream_ref(x.s);
+    assert_int_equal(rill_splice(x.s, y.s, 0, 0, NULL, on_done, &d), 0);
+    rill_stream_close(x.s);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, RILL_ECLOSED);
+    assert_false(rill_stream_has_pending(y.s));
+    rill_stream_unref(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+/* ---- a file stream as the source (copy path: it cannot be polled) --------------------------- */
+
+static void test_file_into_socket(void **state)
+{
+    (void)state;
+    pat_init();
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/rill-test-splice-%d", (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const size_t len = 8 * MIB;
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < PAT_LEN ? len - off : PAT_LEN;
+        assert_int_equal(write(fd, g_pat, n), (ssize_t)n);
+        off += n;
+    }
+    close(fd);
+    rill_loop *loop = th_loop_new();
+    rill_stream *f = rill_file_open(loop, path, O_RDONLY, 0);
+    assert_non_null(f);
+    conn y = pair_conn(loop);
+    done_rec d = {0};
+    uint64_t zc0 = atomic_load(&rill__splice_zc_bytes);
+    assert_int_equal(rill_splice(f, y.s, RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B, 0, NULL,
+                                 on_done, &d), 0);
+    peer r = {.fd = y.far};
+    pthread_create(&r.th, NULL, reader, &r);
+    TH_RUN_UNTIL(loop, d.calls == 1, 10000);
+    pthread_join(r.th, NULL); /* EOF: CLOSE_B closed y after its queue */
+    assert_int_equal(d.status, 0);
+    assert_int_equal(atomic_load(&r.moved), len);
+    assert_true(r.hash == pat_hash(TH_HASH_INIT, 0, len));
+    assert_true(atomic_load(&rill__splice_zc_bytes) == zc0);
+    close(y.far);
+    th_loop_free(loop);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_half_close_zero_copy),
+        cmocka_unit_test(test_half_close_copy),
+        cmocka_unit_test(test_first_eof_ends_without_wait_both),
+        cmocka_unit_test(test_close_flags),
+        cmocka_unit_test(test_buffered_bytes_go_first),
+        cmocka_unit_test(test_backpressure_bounds_sink_queue),
+        cmocka_unit_test(test_invalid_and_pending),
+        cmocka_unit_test(test_peer_gone_is_an_error),
+        cmocka_unit_test(test_stream_closed_under_splice),
+        cmocka_unit_test(test_file_into_socket),
+        cmocka_unit_test(test_socketpairs_both_paths_and_env),
+        cmocka_unit_test(test_tcp_256mib_zero_copy),
+        cmocka_unit_test(test_tcp_256mib_copy),
+        cmocka_unit_test(test_tcp_cancel_in_the_middle_zero_copy),
+        cmocka_unit_test(test_tcp_cancel_in_the_middle_copy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
