@@ -416,6 +416,17 @@ static void reader_visits(rill_pipe *p, visit *v)
     v->arg = p->notify_arg;
 }
 
+/* Lock held: waits until no reader copies from the front (a memcpy at most).  Changing the
+ * front under a lease would pull memory from under that reader. */
+static void lease_wait(rill_pipe *p)
+{
+    while (p->leased) {
+        p->rwait++;
+        pthread_cond_wait(&p->rcond, &p->mu);
+        p->rwait--;
+    }
+}
+
 static void unlock_and_notify(rill_pipe *p, const visit *v, seg *gone)
 {
     pthread_mutex_unlock(&p->mu);
@@ -513,11 +524,7 @@ void rill_pipe_close(rill_pipe *p)
         pthread_mutex_unlock(&p->mu);
         return;
     }
-    while (p->leased) { /* a reader is copying out of the blocks we are about to free */
-        p->rwait++;
-        pthread_cond_wait(&p->rcond, &p->mu);
-        p->rwait--;
-    }
+    lease_wait(p); /* a reader may be copying out of the blocks we are about to free */
     size_t lost = p->len;
     p->closed = true;
     take_all(p, &gone);
@@ -1023,6 +1030,7 @@ static void put_back(rill_pipe *p, gather *g)
             rill__free(g->buf);
         return;
     }
+    lease_wait(p); /* a timeout may come while another reader holds the front */
     drop_empty_block(p);
     s->bytes = b;
     s->data = g->buf;

@@ -17,9 +17,11 @@
  * it stops reading (early or not), and whoever owns the pipe frees it once neither side
  * uses it any more.
  *
- * Blocking: an end that blocks (the default) sleeps on a condition variable - never spins -
- * until it can proceed, the other side closes, or the pipe's timeout passes
- * (RILL_ETIMEDOUT).  A non-blocking end returns RILL_EAGAIN instead of sleeping.  Modes
+ * Blocking: an end that blocks (the default) sleeps on a condition variable until it can
+ * proceed, the other side closes, or the pipe's timeout passes (RILL_ETIMEDOUT).  Before
+ * sleeping, a call may spin once for at most 20 us on a multi-CPU machine, because the
+ * other side usually answers sooner than a sleep and wake-up take; a blocked thread uses
+ * no CPU after that.  A non-blocking end returns RILL_EAGAIN instead of waiting.  Modes
  * can be changed at any time; a thread sleeping in a call whose end turns non-blocking
  * wakes and returns RILL_EAGAIN.
  *
