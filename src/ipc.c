@@ -9,10 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* file.c (the thread-pool file transport) lands with the GIO layer; until it does, fds that
- * cannot be polled are refused with ENOTSUP instead of breaking the link. */
-#pragma weak rill__file_stream
-
 #define MAX_PART 64     /* iovecs per sendmsg: stream.c never hands over more */
 #define MAX_RECV_FDS 32 /* fds accepted per recvmsg; the kernel closes any beyond */
 
@@ -314,8 +310,8 @@ static bool pollable(int fd)
 static rill_stream *file_stream(rill_loop *loop, int fd, unsigned flags)
 {
     flags = direction(fd, flags & ~RILL_IPC);
-    if (flags == ~0u || !rill__file_stream) {
-        errno = flags == ~0u ? EINVAL : ENOTSUP;
+    if (flags == ~0u) {
+        errno = EINVAL;
         return NULL;
     }
     return rill__file_stream(loop, fd, flags);
