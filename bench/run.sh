@@ -1,0 +1,588 @@
+#!/bin/sh
+# bench/run.sh BUILDDIR - the side-by-side benchmark run that `make bench` calls.
+#
+# Servers (whichever of bench/echo_{rill,epoll,uv,event,fiber} were built) run pinned to
+# one CPU and the load client to the other.  Every number comes from the same run:
+#   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved
+#               (run 1 of every cell, then run 2, ...), median with min-max; server CPU
+#               per message from /proc/PID/stat (utime+stime) over the measured window
+#   syscalls    per message at 100 connections: strace -c -f on the server for a fixed
+#               window bracketed by the client's exact message counts, and the same with
+#               perf's syscall tracepoints when perf works (no ptrace slow-down)
+#   callgrind   user-space instructions per message at 100 connections (valgrind)
+#   pump        2 GiB over one connection into rill, libuv and a blocking read loop
+#   idle        server VmRSS growth per idle connection, 10,000 connections
+#   timers      bench/timers (rill against libuv)
+#   others      bench/framing, pipe, splice, fiber_switch when built: their lines as printed
+# Then one table of ratios to the epoll limit and to libuv on stdout and in
+# bench/results/latest.md, the raw values in latest.raw, a chart in latest.png, and the
+# profiles in bench/results/profile-*.txt.
+#
+# Knobs (environment): RILL_BENCH_SECS (3), RILL_BENCH_RUNS (3), RILL_BENCH_CONNS
+# ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
+# RILL_BENCH_ONLY (a space-separated subset of: pingpong syscalls callgrind pump idle
+# timers others).
+set -u
+
+BUILD=${1:-build-bench}
+B=$BUILD/bench
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$HERE/results
+SECS=${RILL_BENCH_SECS:-3}
+RUNS=${RILL_BENCH_RUNS:-3}
+CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
+PROFILE=${RILL_BENCH_PROFILE:-1}
+ONLY=${RILL_BENCH_ONLY:-"pingpong syscalls callgrind pump idle timers others"}
+S_CPU=0
+C_CPU=1
+SIZE=64
+PUMP_BYTES=2147483648
+IDLE_CONNS=10000
+
+if [ ! -x "$B/pingpong" ]; then
+    echo "run.sh: $B/pingpong not built (meson setup -Dbench=true, then ninja)" >&2
+    exit 1
+fi
+mkdir -p "$OUT"
+TMP=$(mktemp -d /tmp/rill-bench.XXXXXX)
+RAW=$TMP/raw
+LOG=$OUT/latest.log
+: >"$RAW"
+: >"$LOG"
+PIDS=""
+
+cleanup() {
+    for p in $PIDS; do
+        kill "$p" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+unset RILL_BACKEND
+
+# Ports below the ephemeral range, a fresh one per server start (no TIME_WAIT clashes).
+PORT=$((20000 + $$ % 9000))
+next_port() { PORT=$((PORT + 1)); }
+
+wants() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
+log() { echo "$*" >>"$LOG"; }
+say() { echo "$*" >&2; log "$*"; }
+# val "k1=v1 k2=v2" k2 -> v2
+val() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+put() { echo "$1 $2" >>"$RAW"; }
+now() { date +%s; }
+
+SERVERS=""
+for s in rill epoll uv event fiber; do
+    [ -x "$B/echo_$s" ] && SERVERS="$SERVERS $s"
+done
+[ -n "$SERVERS" ] || { echo "run.sh: no echo server built" >&2; exit 1; }
+
+start_server() { # NAME PORT [wrapper...]: sets SPID
+    name=$1
+    port=$2
+    shift 2
+    taskset -c $S_CPU "$@" "$B/echo_$name" "$port" >>"$LOG" 2>&1 &
+    SPID=$!
+    PIDS="$PIDS $SPID"
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
+# Sends SIGUSR1 to the client and waits for the "mark msgs=N" line number `nth`.
+mark() { # CLIENT_PID FILE NTH -> prints N
+    kill -USR1 "$1" 2>/dev/null
+    i=0
+    while [ $i -lt 100 ]; do
+        m=$(sed -n 's/^mark msgs=//p' "$2" | sed -n "$3p")
+        [ -n "$m" ] && { echo "$m"; return; }
+        sleep 0.05
+        i=$((i + 1))
+    done
+    echo 0
+}
+
+start_load() { # PORT CONNS FILE: a client that runs until killed; sets CPID
+    taskset -c $C_CPU "$B/pingpong" 127.0.0.1 "$1" "$2" 0 $SIZE >"$3" 2>>"$LOG" &
+    CPID=$!
+    PIDS="$PIDS $CPID"
+}
+
+# ---- ping-pong -------------------------------------------------------------------------
+run_pingpong() {
+    say "== ping-pong: servers:$SERVERS; conns: $CONNS; $RUNS runs x ${SECS}s (+1 s warm-up)"
+    r=1
+    while [ $r -le "$RUNS" ]; do
+        for c in $CONNS; do
+            for s in $SERVERS; do
+                next_port
+                start_server "$s" $PORT
+                out=$(taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $PORT "$c" "$SECS" $SIZE "$SPID" 2>>"$LOG")
+                stop_pid "$SPID"
+                log "pingpong $s conns=$c run=$r: $out"
+                mps=$(val "$out" msgs_per_s)
+                if [ -z "$mps" ]; then
+                    say "   $s conns=$c run $r: FAILED (see $LOG)"
+                    continue
+                fi
+                put "pp.$s.$c.mps" "$mps"
+                cpu=$(val "$out" server_cpu_ns_per_msg)
+                [ -n "$cpu" ] && put "pp.$s.$c.cpu" "$cpu"
+                echo "   run $r conns=$c $s: $mps msgs/s, server ${cpu:-?} ns CPU/msg" >&2
+            done
+        done
+        r=$((r + 1))
+    done
+}
+
+# ---- syscalls per message at 100 connections -----------------------------------------
+# strace -c prints one row per syscall: % time, seconds, usecs/call, calls, [errors], name.
+strace_rows() { # FILE MSGS SERVER
+    awk -v m="$2" -v s="$3" '
+        $1 ~ /^[0-9.]+$/ && NF >= 5 { printf "sys.%s.%s %.4f\n", s, $NF, $4 / m }' "$1"
+}
+
+run_syscalls() {
+    have_perf=0
+    if command -v perf >/dev/null 2>&1 &&
+        perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+        have_perf=1
+    fi
+    have_strace=0
+    command -v strace >/dev/null 2>&1 && have_strace=1
+    say "== syscalls per message at 100 connections (strace: $have_strace, perf: $have_perf)"
+    for s in $SERVERS; do
+        next_port
+        start_server "$s" $PORT
+        start_load $PORT 100 "$TMP/marks"
+        sleep 1.5
+        if [ $have_perf = 1 ]; then
+            ev="raw_syscalls:sys_enter"
+            for n in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait \
+                epoll_pwait epoll_ctl clock_gettime; do
+                ev="$ev,syscalls:sys_enter_$n"
+            done
+            # --per-thread: the client's own writes (one per message) count the messages
+            # of exactly the window the server's syscalls were counted in.
+            perf stat --per-thread -x, -e "$ev" -p "$SPID,$CPID" -o "$TMP/perf" -- sleep "$SECS" 2>>"$LOG"
+            cat "$TMP/perf" >>"$LOG"
+            awk -F, -v c="-$CPID" -v s="$s" '
+                $4 ~ /sys_enter/ && $2 ~ /^[0-9]+$/ {
+                    n = $4; sub(/.*sys_enter_?/, "", n); if (n == "") n = "total"
+                    if (substr($1, length($1) - length(c) + 1) == c) { if (n == "write") msgs += $2 }
+                    else srv[n] += $2
+                }
+                END {
+                    if (msgs > 0) for (n in srv) if (srv[n] > 0) printf "psys.%s.%s %.4f\n", s, n, srv[n] / msgs
+                }' "$TMP/perf" >>"$RAW"
+        fi
+        if [ $have_strace = 1 ]; then
+            strace -c -f -p "$SPID" -o "$TMP/strace" 2>"$TMP/strace.err" &
+            st=$!
+            i=0
+            while [ $i -lt 100 ] && ! grep -q attached "$TMP/strace.err" 2>/dev/null; do
+                sleep 0.02
+                i=$((i + 1))
+            done
+            m1=$(mark "$CPID" "$TMP/marks" 1)
+            sleep "$SECS"
+            kill -INT $st
+            wait $st 2>/dev/null
+            m2=$(mark "$CPID" "$TMP/marks" 2)
+            msgs=$((m2 - m1))
+            if [ $msgs -gt 0 ]; then
+                strace_rows "$TMP/strace" $msgs "$s" >>"$RAW"
+                {
+                    echo "## $s: strace -c -f over ${SECS}s, $msgs messages at 100 connections"
+                    cat "$TMP/strace"
+                    echo
+                } >>"$TMP/strace.all"
+            fi
+        fi
+        stop_pid "$CPID"
+        stop_pid "$SPID"
+        echo "   $s: $(grep "^sys.$s.total" "$RAW" | cut -d' ' -f2) (strace)," \
+            "$(grep "^psys.$s.total" "$RAW" | cut -d' ' -f2) (perf) syscalls/msg" >&2
+    done
+    [ -f "$TMP/strace.all" ] && cp "$TMP/strace.all" "$OUT/profile-strace.txt"
+}
+
+# ---- callgrind: instructions per message at 100 connections ----------------------------
+# Self cost per function from a callgrind file (uncompressed names): every cost line
+# counts for the current fn= except the one after calls=, which is the callee's total.
+cg_self() { # FILE MSGS
+    awk -v m="$2" '
+        /^fn=/ { fn = substr($0, 4); next }
+        /^calls=/ { skip = 1; next }
+        /^[0-9+*-]/ { if (skip) { skip = 0; next } self[fn] += $2 }
+        END { for (k in self) if (self[k] > 0) printf "%10.1f  %s\n", self[k] / m, k }' "$1" |
+        sort -rn
+}
+
+# Calls to the write family in a callgrind file: in ping-pong every echoed message is one
+# write (one message in flight per connection), so this counts the messages of exactly
+# the profiled window; the client's marks bracket it only to within callgrind_control's
+# latency.
+cg_writes() { # FILE
+    awk '/^cfn=/ { w = ($0 ~ /^cfn=(write|writev|sendmsg|send|sendto)(@.*)?$/); next }
+         /^calls=/ { if (w) { split(substr($0, 7), a, " "); n += a[1] } w = 0; next }
+         END { print n + 0 }' "$1"
+}
+
+run_callgrind() {
+    command -v valgrind >/dev/null 2>&1 || { say "== callgrind: valgrind missing, skipped"; return; }
+    say "== callgrind: user-space instructions per message at 100 connections"
+    : >"$OUT/profile-callgrind.txt"
+    for s in $SERVERS; do
+        next_port
+        cg=$TMP/cg.$s
+        start_server "$s" $PORT valgrind --tool=callgrind --callgrind-out-file="$cg.%p" \
+            --dump-instr=no --compress-strings=no
+        start_load $PORT 100 "$TMP/marks"
+        sleep 3 # valgrind starts slowly; then a warm-up
+        callgrind_control -z "$SPID" >/dev/null 2>&1
+        m1=$(mark "$CPID" "$TMP/marks" 1)
+        sleep "$SECS"
+        m2=$(mark "$CPID" "$TMP/marks" 2)
+        callgrind_control -d "$SPID" >/dev/null 2>&1
+        stop_pid "$CPID"
+        stop_pid "$SPID"
+        msgs=$((m2 - m1))
+        f=$(ls "$cg".*.1 2>/dev/null | head -n 1)
+        if [ $msgs -le 0 ] || [ -z "$f" ]; then
+            say "   $s: no profile"
+            continue
+        fi
+        ir=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1 | cut -d' ' -f1)
+        marks=$msgs
+        msgs=$(cg_writes "$f")
+        [ "$msgs" -gt 0 ] || msgs=$marks
+        put "ir.$s" "$(awk -v a="$ir" -v m=$msgs 'BEGIN { printf "%.0f", a / m }')"
+        {
+            echo "## $s: $ir instructions for $msgs messages (writes; client marks: $marks) at 100 connections"
+            echo "self instructions per message, by function:"
+            cg_self "$f" $msgs | head -n 25
+            echo
+        } >>"$OUT/profile-callgrind.txt"
+        echo "   $s: $(grep "^ir.$s " "$RAW" | cut -d' ' -f2) instructions/msg over $msgs msgs" >&2
+    done
+}
+
+# ---- pump -------------------------------------------------------------------------------
+run_pump() {
+    recvs=""
+    for r in block rill uv; do
+        [ -x "$B/pump_$r" ] && recvs="$recvs $r"
+    done
+    say "== pump: 2 GiB in 64 KiB writes into:$recvs; $RUNS runs"
+    r=1
+    while [ $r -le "$RUNS" ]; do
+        for p in $recvs; do
+            next_port
+            taskset -c $S_CPU "$B/pump_$p" $PORT >"$TMP/recv" 2>>"$LOG" &
+            rp=$!
+            PIDS="$PIDS $rp"
+            out=$(timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $PORT $PUMP_BYTES 2>>"$LOG")
+            wait $rp 2>/dev/null
+            got=$(sed -n 's/^received=//p' "$TMP/recv")
+            mb=$(val "$out" mb_per_s)
+            log "pump $p run=$r: $out received=$got"
+            if [ -z "$mb" ] || [ "$got" != "$PUMP_BYTES" ]; then
+                say "   $p run $r: FAILED (received ${got:-nothing})"
+                continue
+            fi
+            put "pump.$p" "$mb"
+            echo "   run $r $p: $mb MB/s" >&2
+        done
+        r=$((r + 1))
+    done
+}
+
+# ---- idle memory ------------------------------------------------------------------------
+rss_kb() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
+
+run_idle() {
+    say "== idle: $IDLE_CONNS idle connections per server, VmRSS growth"
+    for s in $SERVERS; do
+        next_port
+        start_server "$s" $PORT
+        sleep 0.3
+        before=$(rss_kb "$SPID")
+        taskset -c $C_CPU "$B/idle" 127.0.0.1 $PORT $IDLE_CONNS >"$TMP/idle" 2>>"$LOG" &
+        ip=$!
+        PIDS="$PIDS $ip"
+        i=0
+        while [ $i -lt 600 ] && ! grep -q '^ready' "$TMP/idle"; do
+            kill -0 $ip 2>/dev/null || break
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if grep -q '^ready' "$TMP/idle"; then
+            sleep 0.5
+            after=$(rss_kb "$SPID")
+            bpc=$(awk -v a="$after" -v b="$before" -v n=$IDLE_CONNS 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+            put "idle.$s" "$bpc"
+            log "idle $s: VmRSS $before kB -> $after kB"
+            echo "   $s: $before kB -> $after kB: $bpc bytes/connection" >&2
+        else
+            say "   $s: FAILED (the client never got ready)"
+        fi
+        stop_pid $ip
+        stop_pid "$SPID"
+        sleep 0.5 # let the sockets go
+    done
+}
+
+# ---- timers and the other benchmark programs ----------------------------------------------
+run_timers() {
+    [ -x "$B/timers" ] || return
+    say "== timers"
+    taskset -c $S_CPU "$B/timers" >"$TMP/timers" 2>>"$LOG"
+    cat "$TMP/timers" >>"$LOG"
+    cat "$TMP/timers" >&2
+    awk '{
+        kind = $1; lib = ""; extra = ""
+        for (i = 2; i <= NF; i++) {
+            split($i, kv, "=")
+            if (kv[1] == "lib") lib = kv[2]
+            else if (kv[1] == "timeout") extra = "." kv[2]
+        }
+        for (i = 2; i <= NF; i++) {
+            split($i, kv, "=")
+            if (kv[1] ~ /_ns$|^ns$/) printf "tm.%s%s.%s.%s %s\n", kind, extra, kv[1], lib, kv[2]
+        }
+    }' "$TMP/timers" >>"$RAW"
+}
+
+run_others() {
+    : >"$TMP/others"
+    for p in framing pipe splice fiber_switch; do
+        [ -x "$B/$p" ] || continue
+        say "== $p"
+        timeout 300 taskset -c $S_CPU,$C_CPU "$B/$p" >"$TMP/one" 2>>"$LOG"
+        rc=$?
+        [ $rc = 0 ] || echo "$p: exit status $rc" >>"$TMP/one"
+        sed "s/^/$p: /" "$TMP/one" >>"$TMP/others"
+        sed "s/^/   /" "$TMP/one" >&2
+    done
+}
+
+# ---- report -------------------------------------------------------------------------------
+report() {
+    awk -v servers="$SERVERS" -v conns="$CONNS" -v secs="$SECS" -v runs="$RUNS" \
+        -v gp="$TMP/plot.dat" -v gp2="$TMP/plot2.dat" '
+    { v[$1] = v[$1] " " $2; n[$1]++ }
+    function sorted(k, a,   m, i, j, t) {
+        m = split(v[k], a, " ")
+        for (i = 2; i <= m; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return m
+    }
+    function med(k,   a, m) {
+        if (!(k in v)) return ""
+        m = sorted(k, a)
+        return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+    }
+    function lo(k,   a) { if (!(k in v)) return ""; sorted(k, a); return a[1] }
+    function hi(k,   a, m) { if (!(k in v)) return ""; m = sorted(k, a); return a[m] }
+    function fmt(x) {
+        if (x == "") return "-"
+        if (x >= 100) return sprintf("%.0f", x)
+        if (x >= 10) return sprintf("%.1f", x)
+        return sprintf("%.2f", x)
+    }
+    function cell(k,   s) {
+        if (!(k in v)) return "-"
+        s = fmt(med(k))
+        if (n[k] > 1) s = s " (" fmt(lo(k)) "-" fmt(hi(k)) ")"
+        return s
+    }
+    function ratio(a, b,   x, y) {
+        x = med(a); y = med(b)
+        if (x == "" || y == "" || y == 0) return "-"
+        return sprintf("%.2fx", x / y)
+    }
+    function row(title, pre, post, lim, uv,   i, s, line, any) {
+        for (i = 1; i <= ns; i++) if ((pre sv[i] post) in v) any = 1
+        if (!any) return
+        line = "| " title
+        for (i = 1; i <= ns; i++) line = line " | " cell(pre sv[i] post)
+        line = line " | " ratio(pre "rill" post, pre lim post) " | " ratio(pre "rill" post, pre uv post) " |"
+        print line
+    }
+    END {
+        ns = split(servers, sv, " ")
+        name["rill"] = "rill"; name["epoll"] = "epoll (limit)"; name["uv"] = "libuv"
+        name["event"] = "libevent"; name["fiber"] = "rill fibers"
+        hdr = "| benchmark"; sep = "|---"
+        for (i = 1; i <= ns; i++) { hdr = hdr " | " name[sv[i]]; sep = sep "|---:" }
+        print hdr " | rill/epoll | rill/libuv |"
+        print sep "|---:|---:|"
+        nc = split(conns, cv, " ")
+        for (j = 1; j <= nc; j++)
+            row("ping-pong msgs/s, " cv[j] " conn (higher better)", "pp.", "." cv[j] ".mps", "epoll", "uv")
+        for (j = 1; j <= nc; j++)
+            row("server CPU ns/msg, " cv[j] " conn (lower better)", "pp.", "." cv[j] ".cpu", "epoll", "uv")
+        if ("sys.rill.total" in v || "sys.epoll.total" in v)
+            row("syscalls/msg @100, strace (lower better)", "sys.", ".total", "epoll", "uv")
+        if ("psys.rill.total" in v || "psys.epoll.total" in v)
+            row("syscalls/msg @100, perf (lower better)", "psys.", ".total", "epoll", "uv")
+        if ("ir.rill" in v || "ir.epoll" in v)
+            row("instructions/msg @100, callgrind (lower better)", "ir.", "", "epoll", "uv")
+        if ("idle.rill" in v || "idle.epoll" in v)
+            row("idle bytes/conn, 10k conns (lower better)", "idle.", "", "epoll", "uv")
+        print ""
+        if ("pump.block" in v || "pump.rill" in v) {
+            print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill/limit | rill/libuv |"
+            print "|---|---:|---:|---:|---:|---:|"
+            print "| MB/s (higher better) | " cell("pump.rill") " | " cell("pump.block") " | " cell("pump.uv") \
+                " | " ratio("pump.rill", "pump.block") " | " ratio("pump.rill", "pump.uv") " |"
+            print ""
+        }
+        nt = 0
+        for (k in v) if (k ~ /^tm\./) nt++
+        if (nt) {
+            print "| timers (ns per operation, lower better) | rill | libuv | rill/libuv |"
+            print "|---|---:|---:|---:|"
+            tr("timer start, 1M timers", "tm.timer_start_stop.start_ns.")
+            tr("timer stop, 1M timers", "tm.timer_start_stop.stop_ns.")
+            tr("timer start+stop, 1M timers", "tm.timer_start_stop.pair_ns.")
+            tr("re-arm a heap timer, 100k timers", "tm.timer_rearm.ns.")
+            tr("write + timeout touch, per stream", "tm.activity.on.write_ns.")
+            tr("write without timeout, per stream", "tm.activity.off.write_ns.")
+            tr("timeout bookkeeping per activity (on - off)", "tm.activity_timeout_cost.ns.")
+            print ""
+        }
+        # chart data: throughput relative to the limit, and server CPU per message
+        for (j = 1; j <= nc; j++) {
+            line = "\"" cv[j] " conn\""
+            line2 = line
+            for (i = 1; i <= ns; i++) {
+                x = med("pp." sv[i] "." cv[j] ".mps"); y = med("pp.epoll." cv[j] ".mps")
+                line = line " " (x != "" && y > 0 ? x / y : 0)
+                c = med("pp." sv[i] "." cv[j] ".cpu")
+                line2 = line2 " " (c != "" ? c / 1000 : 0)
+            }
+            print line > gp; print line2 > gp2
+        }
+        x = med("pump.rill"); y = med("pump.block"); u = med("pump.uv")
+        if (y > 0) {
+            line = "\"pump\""
+            for (i = 1; i <= ns; i++) {
+                if (sv[i] == "rill") line = line " " (x != "" ? x / y : 0)
+                else if (sv[i] == "epoll") line = line " 1"
+                else if (sv[i] == "uv") line = line " " (u != "" ? u / y : 0)
+                else line = line " 0"
+            }
+            print line > gp
+        }
+    }
+    function tr(title, k) {
+        print "| " title " | " cell(k "rill") " | " cell(k "libuv") " | " ratio(k "rill", k "libuv") " |"
+    }' "$RAW"
+}
+
+plot() {
+    command -v gnuplot >/dev/null 2>&1 || { say "gnuplot missing: no chart"; return; }
+    [ -s "$TMP/plot.dat" ] || return
+    ncol=$(echo $SERVERS | wc -w)
+    gnuplot >>"$LOG" 2>&1 <<EOF
+set terminal pngcairo size 1200,520 font ",10"
+set output '$OUT/latest.png'
+set multiplot layout 1,2 title "rill bench $(date -u +%Y-%m-%d) - medians of $RUNS runs, ${SECS}s windows, server and client on separate CPUs"
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key top left
+set yrange [0:*]
+set title "throughput relative to the limit (epoll; pump: blocking read)"
+set ylabel "ratio (higher is better)"
+plot '$TMP/plot.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
+     for [i=3:$((ncol + 1))] '' using i title columnhead(i) noenhanced
+set title "server CPU per message (ping-pong)"
+set ylabel "microseconds (lower is better)"
+plot '$TMP/plot2.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
+     for [i=3:$((ncol + 1))] '' using i title columnhead(i) noenhanced
+unset multiplot
+EOF
+}
+
+# Column heads for gnuplot's columnhead(): a header line naming each server.
+plot_headers() {
+    h="x"
+    for s in $SERVERS; do
+        case $s in
+        rill) t=rill ;; epoll) t=epoll-limit ;; uv) t=libuv ;; event) t=libevent ;; *) t=rill-$s ;;
+        esac
+        h="$h $t"
+    done
+    for f in "$TMP/plot.dat" "$TMP/plot2.dat"; do
+        [ -f "$f" ] && { echo "$h"; cat "$f"; } >"$f.h" && mv "$f.h" "$f"
+    done
+}
+
+# ---- main ---------------------------------------------------------------------------------
+t_start=$(now)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+awk -v l="${load_start%% *}" 'BEGIN { exit !(l + 0 > 1.0) }' &&
+    say "warning: load average $load_start before the run: other work shares these CPUs; expect noise"
+wants pingpong && run_pingpong
+if [ "$PROFILE" = 1 ]; then
+    wants syscalls && run_syscalls
+    wants callgrind && run_callgrind
+fi
+wants pump && run_pump
+wants idle && run_idle
+wants timers && run_timers
+wants others && run_others
+
+table=$(report)
+plot_headers
+plot
+elapsed=$(($(now) - t_start))
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+cp "$RAW" "$OUT/latest.raw"
+{
+    echo "# rill bench - $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) CPUs" \
+        "($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)); servers on CPU $S_CPU," \
+        "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell," \
+        "1 s warm-up + ${SECS} s window; median (min-max).  Ratios compare medians; for costs" \
+        "(CPU, syscalls, instructions, bytes, ns) lower is better.  Whole run: ${elapsed} s;" \
+        "load average before: $load_start, after: $load_end (above ~1 means other work shared" \
+        "the CPUs and the timings are noisier than usual; syscall and instruction counts are not" \
+        "affected)."
+    echo
+    echo "$table"
+    if [ -s "$TMP/others" ]; then
+        echo
+        echo "Other benchmarks, as printed:"
+        echo
+        echo '```'
+        cat "$TMP/others"
+        echo '```'
+    fi
+    if grep -q '^sys\.' "$RAW"; then
+        echo
+        echo "Syscalls per message by call (strace -c -f, 100 connections):"
+        echo
+        echo '```'
+        grep '^sys\.' "$RAW" | grep -v '\.total ' | sed 's/^sys\.//' | sort
+        echo '```'
+    fi
+    echo
+    echo "![chart](latest.png)"
+} >"$OUT/latest.md"
+echo
+echo "$table"
+[ -s "$TMP/others" ] && { echo; cat "$TMP/others"; }
+echo
+echo "wrote $OUT/latest.md, $OUT/latest.png, $OUT/latest.raw (log: $OUT/latest.log; ${elapsed} s)"
