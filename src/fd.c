@@ -1,5 +1,6 @@
 /* src/fd.c - streams over existing fds: pipes, socketpairs, sockets and character devices. */
 #include "internal.h"
+#include "ipc.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -39,6 +40,8 @@ rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family
     if (flags & RILL_IPC)
         sf |= RILL__S_IPC;
     const rill__transport *tp = family != AF_UNSPEC ? &sock_transport : &rill__fd_transport;
+    if ((flags & RILL_IPC) && family == AF_UNIX)
+        tp = &rill__ipc_transport; /* recvmsg/sendmsg with SCM_RIGHTS */
     rill_stream *s = rill__stream_new(loop, tp, fd, sf);
     if (s)
         s->family = family;

@@ -1,6 +1,7 @@
 /* src/tcp.c - TCP clients and listeners, and the connector both socket clients share:
  * names resolve on the thread pool, then Happy Eyeballs (RFC 8305) runs over the
  * addresses. */
+#include "ipc.h"
 #include "sock.h"
 
 #include <netdb.h>
@@ -123,6 +124,8 @@ static void connector_win(connector *c, attempt *a)
     connector_release(c);
     s->io.fd = fd;
     s->family = family;
+    if (s->flags & RILL__S_IPC)
+        s->tp = &rill__ipc_transport; /* connected: fds may travel with the bytes now */
     rill_stream_set_timeout(s, rill__loop_stream_timeout(s->loop));
     rill__stream_connected(s, 0);
 }

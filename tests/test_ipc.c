@@ -13,17 +13,13 @@
 #include "internal.h"
 #include "ipc.h"
 
-/* TCP comes from another module; its case runs once src/tcp.c is part of the build. */
-#if __has_include("tcp.c")
 #define HAVE_TCP 1
-#endif
 
-/* fd.c gives RILL_IPC streams the IPC transport once it picks it by itself; until then the
- * tests put it in place before any I/O, as fd.c would. */
+/* A RILL_IPC Unix stream carries fds: fd.c gives it the IPC transport by itself. */
 static void make_ipc(rill_stream *s)
 {
     assert_true(rill_stream_ipc(s));
-    s->tp = &rill__ipc_transport;
+    assert_ptr_equal(s->tp, &rill__ipc_transport);
 }
 
 static rill_stream *ipc_open(rill_loop *loop, int fd)
