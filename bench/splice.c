@@ -50,8 +50,8 @@ static void die(const char *what)
 typedef struct {
     int lfd;
     uint16_t port;
-    atomic_int runs;      /* connections read to EOF */
-    double t_end;         /* when the last one ended */
+    atomic_int runs; /* connections read to EOF */
+    double t_end;    /* when the last one ended */
     size_t got;
     _Atomic(rill_loop *) stop_loop; /* posted a stop when set (the rill relay's loop) */
 } sink;
@@ -108,8 +108,8 @@ typedef struct {
 
 static int connect_retry(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     for (int i = 0; i < 500; i++) { /* socat may still be starting */
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
@@ -196,8 +196,8 @@ static void on_upstream(rill_stream *up, const rill_event *ev, void *arg)
     }
 }
 
-static void on_connection(rill_server *srv, rill_server_event_type type, rill_stream *conn,
-                          int err, void *arg)
+static void on_connection(rill_server *srv, rill_server_event_type type, rill_stream *conn, int err,
+                          void *arg)
 {
     relay *r = arg;
     (void)srv;
@@ -261,8 +261,7 @@ static pid_t socat_start(sink *k, const char *bopt, uint16_t *port)
     int probe = listen_any(port); /* a free port for socat */
     close(probe);
     char listen_arg[80], conn_arg[64];
-    snprintf(listen_arg, sizeof listen_arg, "TCP-LISTEN:%u,bind=127.0.0.1,reuseaddr,fork",
-             *port);
+    snprintf(listen_arg, sizeof listen_arg, "TCP-LISTEN:%u,bind=127.0.0.1,reuseaddr,fork", *port);
     snprintf(conn_arg, sizeof conn_arg, "TCP:127.0.0.1:%u", k->port);
     pid_t pid = fork();
     if (pid == 0) {
@@ -338,7 +337,8 @@ int main(int argc, char **argv)
         if (c != DIRECT && best[DIRECT])
             printf("  %.2fx direct", best[c] / best[DIRECT]);
         if (c != DIRECT) /* what the relay itself costs, whatever else the machine runs */
-            printf("  relay CPU %4.0f ms/GiB", cpu[c] * 1e3 / ((double)runs[c] * (double)total / (1 << 30)));
+            printf("  relay CPU %4.0f ms/GiB",
+                   cpu[c] * 1e3 / ((double)runs[c] * (double)total / (1 << 30)));
         printf("\n");
     }
     if (best[ZC] && best[SOCAT] && best[SOCAT_BIG])

@@ -11,7 +11,7 @@ typedef struct rill__cancel_watch rill__cancel_watch;
  * posted at once.  fn never runs inside this call, and never after rill__cancel_unregister.
  * Loop thread only.  Returns the watch, or NULL with errno EINVAL (c NULL) or ENOMEM. */
 rill__cancel_watch *rill__cancel_register(rill_cancel *c, rill_loop *loop, void (*fn)(void *arg),
-                                       void *arg);
+                                          void *arg);
 /* Ends the watch: fn will not run any more (even if c triggered and its call is already on
  * its way).  Loop thread only; NULL is a no-op.  Call it before telling the user the
  * operation finished: the user may free c right after. */

@@ -15,8 +15,8 @@ enum { IN_READ, IN_EOF, IN_ERROR, IN_CLOSE, OUT_ERROR, OUT_CLOSE, NSUBS };
 typedef struct {
     rill_stream *s, *in, *out;
     rill_sub *subs[NSUBS];
-    size_t inflight;      /* bytes of the write `out` is doing for s */
-    bool in_done;         /* in's EOF or failure reached s: its CLOSE is no news */
+    size_t inflight;            /* bytes of the write `out` is doing for s */
+    bool in_done;               /* in's EOF or failure reached s: its CLOSE is no news */
     bool in_failed, out_failed; /* one error per half reaches s, not one per symptom */
 } compose_tp;
 
@@ -26,9 +26,13 @@ static int tp_stop(rill_stream *s);
 static int tp_shutdown(rill_stream *s);
 static void tp_close(rill_stream *s);
 
-static const rill__transport compose_transport = {
-    .name = "compose", .flags = RILL__TP_ASYNC, .writev = tp_writev, .start = tp_start,
-    .stop = tp_stop, .shutdown = tp_shutdown, .close = tp_close};
+static const rill__transport compose_transport = {.name = "compose",
+                                                  .flags = RILL__TP_ASYNC,
+                                                  .writev = tp_writev,
+                                                  .start = tp_start,
+                                                  .stop = tp_stop,
+                                                  .shutdown = tp_shutdown,
+                                                  .close = tp_close};
 
 /* The composed stream's state, or NULL when s is not composed (or closed). */
 static compose_tp *composed(const rill_stream *s)
@@ -170,8 +174,8 @@ static bool subscribe(compose_tp *c)
         if (i < OUT_ERROR)
             c->subs[i] = rill_stream_on(c->in, in_ev[i], on_in, c);
         else
-            c->subs[i] = rill_stream_on(c->out, i == OUT_ERROR ? RILL_EV_ERROR : RILL_EV_CLOSE,
-                                        on_out, c);
+            c->subs[i] =
+                rill_stream_on(c->out, i == OUT_ERROR ? RILL_EV_ERROR : RILL_EV_CLOSE, on_out, c);
         if (!c->subs[i])
             return false;
     }

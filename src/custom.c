@@ -55,12 +55,20 @@ static int tp_stop(rill_stream *s);
 static int tp_shutdown(rill_stream *s);
 static void tp_close(rill_stream *s);
 
-static const rill__transport custom_tp = {
-    .name = "custom", .flags = RILL__TP_ASYNC, .writev = tp_writev, .start = tp_start,
-    .stop = tp_stop, .shutdown = tp_shutdown, .close = tp_close};
-static const rill__transport file_tp = {
-    .name = "file", .flags = RILL__TP_ASYNC, .writev = tp_writev, .start = tp_start,
-    .stop = tp_stop, .shutdown = tp_shutdown, .close = tp_close};
+static const rill__transport custom_tp = {.name = "custom",
+                                          .flags = RILL__TP_ASYNC,
+                                          .writev = tp_writev,
+                                          .start = tp_start,
+                                          .stop = tp_stop,
+                                          .shutdown = tp_shutdown,
+                                          .close = tp_close};
+static const rill__transport file_tp = {.name = "file",
+                                        .flags = RILL__TP_ASYNC,
+                                        .writev = tp_writev,
+                                        .start = tp_start,
+                                        .stop = tp_stop,
+                                        .shutdown = tp_shutdown,
+                                        .close = tp_close};
 
 static bool is_pool_stream(const rill_stream *s)
 {

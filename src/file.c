@@ -64,9 +64,12 @@ rill_stream *rill__file_stream(rill_loop *loop, int fd, unsigned flags)
 static unsigned access_flags(int oflags)
 {
     switch (oflags & O_ACCMODE) {
-    case O_RDONLY: return RILL_READONLY;
-    case O_WRONLY: return RILL_WRITEONLY;
-    default: return 0;
+    case O_RDONLY:
+        return RILL_READONLY;
+    case O_WRONLY:
+        return RILL_WRITEONLY;
+    default:
+        return 0;
     }
 }
 

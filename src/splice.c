@@ -45,16 +45,16 @@ typedef struct splice_op splice_op;
 typedef struct {
     splice_op *op;
     rill_stream *src, *dst;
-    int from;          /* index of src in op->s */
-    bool live;         /* the direction exists (src can read, dst can write) */
-    bool eof;          /* src finished */
-    bool done;         /* dst's write half is shut down */
+    int from;  /* index of src in op->s */
+    bool live; /* the direction exists (src can read, dst can write) */
+    bool eof;  /* src finished */
+    bool done; /* dst's write half is shut down */
     bool shutting;
     bool paused;       /* copy: src stopped until dst's DRAIN */
     rill_sub *subs[3]; /* copy: src READ, src EOF, dst DRAIN */
     int pipe[2];       /* zero-copy: the kernel pipe between them */
     size_t inpipe, pipecap;
-    bool ready;        /* zero-copy: dst's queue is empty, splicing into it may start */
+    bool ready; /* zero-copy: dst's queue is empty, splicing into it may start */
 } dir_t;
 
 typedef struct {
@@ -252,7 +252,8 @@ static int zc_drain(dir_t *d)
 {
     int fd = d->op->z[!d->from].io.fd, moved = 0;
     while (d->ready && d->inpipe > 0) {
-        ssize_t n = splice(d->pipe[0], NULL, fd, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(d->pipe[0], NULL, fd, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->inpipe -= (size_t)n;
             atomic_fetch_add(&rill__splice_zc_bytes, (uint64_t)n);
@@ -299,6 +300,11 @@ static void zc_io(rill__io *io, unsigned revents)
     splice_op *op = z->op;
     (void)revents;
     op->refs++;
+    for (int i = 0; i < 2 && !op->finished; i++) {
+        rill_stream *s = op->s[i];
+        if (s->flags & RILL__S_CLOSED) /* its CLOSE is on the way: not one byte more */
+            finish(op, s->err ? s->err : RILL_ECLOSED);
+    }
     for (int i = 0; i < 2 && !op->finished; i++) {
         dir_t *d = &op->dir[i];
         int rc = d->live && !d->done ? zc_step(d) : 0;
@@ -480,11 +486,14 @@ static void finish(splice_op *op, int status)
 
 static void on_stream(rill_stream *s, const rill_event *ev, void *arg)
 {
-    (void)s;
     int err = ev->err;
     if (ev->type == RILL_EV_CLOSE && !err)
         err = RILL_ECLOSED; /* closed under the splice */
     finish(arg, err);
+    /* Our handler kept an error from closing the stream; without the user's, it closes
+     * as any stream does. */
+    if (ev->type == RILL_EV_ERROR && !rill_stream_has_subscribers(s, RILL_EV_ERROR))
+        rill_stream_close(s);
 }
 
 static void on_cancel(void *arg)
@@ -495,8 +504,8 @@ static void on_cancel(void *arg)
 static int check(rill_stream *a, rill_stream *b, unsigned flags)
 {
     if (!a || !b || a == b || a->loop != b->loop ||
-        (flags & ~(RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B | RILL_SPLICE_WAIT_BOTH |
-                   RILL_SPLICE_COPY)))
+        (flags &
+         ~(RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B | RILL_SPLICE_WAIT_BOTH | RILL_SPLICE_COPY)))
         return RILL_EINVAL;
     if ((a->flags | b->flags) & RILL__S_CLOSED)
         return RILL_ECLOSED;

@@ -175,7 +175,8 @@ static void test_unregister_races_trigger(void **state)
         memset(rc, 0, sizeof *rc);
         rill_cancel *c = rill_cancel_new();
         for (int i = 0; i < NW; i++)
-            assert_non_null(rc->w[i] = rill__cancel_register(c, loop, watch_fn, (void *)(intptr_t)i));
+            assert_non_null(rc->w[i] =
+                                rill__cancel_register(c, loop, watch_fn, (void *)(intptr_t)i));
         pthread_t th;
         assert_int_equal(pthread_create(&th, NULL, trigger_now, c), 0);
         for (int i = 0; i < NW; i += 2) { /* the even ones finish while the trigger runs */

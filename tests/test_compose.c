@@ -29,11 +29,22 @@ static void on_any(rill_stream *s, const rill_event *ev, void *arg)
             c->len += ev->len;
         }
         break;
-    case RILL_EV_CLOSE: c->closes++; c->close_err = ev->err; break;
-    case RILL_EV_ERROR: c->errors++; c->last_err = ev->err; break;
-    case RILL_EV_EOF: c->eofs++; break;
-    case RILL_EV_DRAIN: c->drains++; break;
-    default: break;
+    case RILL_EV_CLOSE:
+        c->closes++;
+        c->close_err = ev->err;
+        break;
+    case RILL_EV_ERROR:
+        c->errors++;
+        c->last_err = ev->err;
+        break;
+    case RILL_EV_EOF:
+        c->eofs++;
+        break;
+    case RILL_EV_DRAIN:
+        c->drains++;
+        break;
+    default:
+        break;
     }
 }
 

@@ -208,11 +208,22 @@ static void on_ev(rill_stream *s, const rill_event *ev, void *arg)
         r->bytes += ev->len;
         r->hash = th_hash(r->hash, ev->data, ev->len);
         break;
-    case RILL_EV_CLOSE: r->closes++; r->close_err = ev->err; break;
-    case RILL_EV_ERROR: r->errors++; r->last_err = ev->err; break;
-    case RILL_EV_EOF: r->eofs++; break;
-    case RILL_EV_DRAIN: r->drains++; break;
-    default: break;
+    case RILL_EV_CLOSE:
+        r->closes++;
+        r->close_err = ev->err;
+        break;
+    case RILL_EV_ERROR:
+        r->errors++;
+        r->last_err = ev->err;
+        break;
+    case RILL_EV_EOF:
+        r->eofs++;
+        break;
+    case RILL_EV_DRAIN:
+        r->drains++;
+        break;
+    default:
+        break;
     }
 }
 
@@ -414,7 +425,7 @@ static void test_unref_closes_custom(void **state)
     rec rb = {0};
     watch(d.sb, &rb);
     assert_int_equal(rill_stream_start(d.sb), 0);
-    rill_stream_unref(d.sa); /* the last reference of an open stream closes it */
+    rill_stream_unref(d.sa);                /* the last reference of an open stream closes it */
     TH_RUN_UNTIL(loop, rb.eofs == 1, 2000); /* b sees EOF: a's close ended its ring */
     rill_stream_close(d.sb);
     th_loop_free(loop);

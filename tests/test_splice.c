@@ -66,11 +66,11 @@ static size_t big_size(void)
 
 typedef struct {
     int fd;
-    size_t total;          /* writer: bytes to send, then shutdown(SHUT_WR) */
-    atomic_size_t moved;   /* bytes sent / received */
+    size_t total;        /* writer: bytes to send, then shutdown(SHUT_WR) */
+    atomic_size_t moved; /* bytes sent / received */
     uint64_t hash;
     int err;
-    rill_cancel *cancel;   /* reader: trigger it after cancel_after bytes */
+    rill_cancel *cancel; /* reader: trigger it after cancel_after bytes */
     size_t cancel_after;
     pthread_t th;
 } peer;
@@ -549,7 +549,8 @@ static void peer_gone(unsigned flags)
     static char chunk[65536];
     for (int i = 0; i < 16 && d.calls == 0; i++) {
         assert_int_equal(send(x.far, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) > 0 ||
-                             errno == EAGAIN, 1);
+                             errno == EAGAIN,
+                         1);
         for (int k = 0; k < 3; k++)
             rill_loop_run(loop, RILL_RUN_NOWAIT);
     }
@@ -569,6 +570,56 @@ static void test_peer_gone_is_an_error(void **state)
     (void)state;
     peer_gone(0);
     peer_gone(RILL_SPLICE_COPY);
+}
+
+/* x's far end goes away with bytes unread: reading x fails with ECONNRESET. */
+static void source_reset(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    rill_stream_ref(x.s);
+    assert_int_equal(rill_splice(x.s, y.s, flags | RILL_SPLICE_WAIT_BOTH, 0, NULL, on_done, &d), 0);
+    assert_int_equal(send(y.far, "unread", 6, 0), 6); /* spliced to x's far end */
+    char b;
+    TH_RUN_UNTIL(loop, recv(x.far, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1, 3000);
+    close(x.far);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_true(d.status == RILL_ECONNRESET || d.status == RILL_EPIPE);
+    TH_RUN_UNTIL(loop, rill_stream_is_closed(x.s), 2000); /* no ERROR handler: it closed */
+    assert_int_equal(rill_stream_error(x.s), d.status);
+    rill_stream_unref(x.s);
+    rill_stream_close(y.s);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_source_reset_is_an_error(void **state)
+{
+    (void)state;
+    source_reset(0);
+    source_reset(RILL_SPLICE_COPY);
+}
+
+static void test_cancel_before_start(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    rill_cancel *c = rill_cancel_new();
+    rill_cancel_trigger(c);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, 0, 0, c, on_done, &d), 0);
+    assert_int_equal(d.calls, 0);
+    TH_RUN_UNTIL(loop, d.calls == 1, 2000);
+    assert_int_equal(d.status, RILL_ECANCELED);
+    assert_false(rill_stream_has_pending(x.s) || rill_stream_has_pending(y.s));
+    rill_cancel_free(c);
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
 }
 
 static void test_stream_closed_under_splice(void **state)
@@ -612,8 +663,8 @@ static void test_file_into_socket(void **state)
     conn y = pair_conn(loop);
     done_rec d = {0};
     uint64_t zc0 = atomic_load(&rill__splice_zc_bytes);
-    assert_int_equal(rill_splice(f, y.s, RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B, 0, NULL,
-                                 on_done, &d), 0);
+    assert_int_equal(
+        rill_splice(f, y.s, RILL_SPLICE_CLOSE_A | RILL_SPLICE_CLOSE_B, 0, NULL, on_done, &d), 0);
     peer r = {.fd = y.far};
     pthread_create(&r.th, NULL, reader, &r);
     TH_RUN_UNTIL(loop, d.calls == 1, 10000);
@@ -638,6 +689,8 @@ int main(void)
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
         cmocka_unit_test(test_invalid_and_pending),
         cmocka_unit_test(test_peer_gone_is_an_error),
+        cmocka_unit_test(test_source_reset_is_an_error),
+        cmocka_unit_test(test_cancel_before_start),
         cmocka_unit_test(test_stream_closed_under_splice),
         cmocka_unit_test(test_file_into_socket),
         cmocka_unit_test(test_socketpairs_both_paths_and_env),
