@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,6 @@
 
 #include "internal.h"
 #include "ipc.h"
-
-#define HAVE_TCP 1
 
 /* A RILL_IPC Unix stream carries fds: fd.c gives it the IPC transport by itself. */
 static void make_ipc(rill_stream *s)
@@ -349,7 +348,6 @@ static void test_many_handles_in_order(void **state)
     assert_int_equal(th_fd_count(), before);
 }
 
-#ifdef HAVE_TCP
 typedef struct {
     rill_stream *conn;
 } accepted;
@@ -413,13 +411,47 @@ static void test_pass_accepted_tcp(void **state)
     th_loop_free(b);
     assert_int_equal(th_fd_count(), before);
 }
-#else
-static void test_pass_accepted_tcp(void **state)
+
+/* Unix sockets opened with `ipc`: a connected client and the connection its server
+ * accepted both carry handles. */
+static void test_unix_ipc_client_and_server(void **state)
 {
     (void)state;
-    skip(); /* src/tcp.c is not in this tree yet */
+    int before = th_fd_count();
+    rill_loop *loop = th_loop_new();
+    char path[64];
+    snprintf(path, sizeof path, "@rill-ipc-test-%d", (int)getpid());
+    rill_server *srv = rill_unix_listen(loop, path, &(rill_listen_opts){.ipc = true});
+    assert_non_null(srv);
+    accepted acc = {0};
+    assert_non_null(rill_server_on(srv, RILL_SEV_CONNECTION, on_conn, &acc));
+    rill_stream *cli = rill_unix_connect(loop, path, &(rill_connect_opts){.ipc = true});
+    assert_non_null(cli);
+    TH_RUN_UNTIL(loop, acc.conn != NULL && rill_stream_fd(cli) >= 0, 5000);
+    make_ipc(cli);
+    make_ipc(acc.conn);
+    rx r = {.keep = true};
+    assert_non_null(rill_stream_on(acc.conn, RILL_EV_HANDLE, on_rx_handle, &r));
+    assert_non_null(rill_stream_on(acc.conn, RILL_EV_READ, on_rx_read, &r));
+    assert_int_equal(rill_stream_start(acc.conn), 0);
+    int pa[2];
+    assert_int_equal(pipe(pa), 0);
+    rill_stream *ra = rill_fd_open(loop, pa[0], 0);
+    assert_int_equal(rill_stream_write_handle(cli, "h", 1, ra, NULL, NULL), 0);
+    TH_RUN_UNTIL(loop, r.handles == 1 && r.len == 1, 5000);
+    sink got = {0};
+    sink_on(r.got[0], &got);
+    rill_stream_close(ra);
+    assert_int_equal(write(pa[1], "through", 7), 7);
+    TH_RUN_UNTIL(loop, got.len == 7, 5000);
+    rill_stream_close(r.got[0]);
+    rill_stream_unref(r.got[0]);
+    close(pa[1]);
+    rill_stream_close(cli);
+    rill_server_close(srv);
+    th_loop_free(loop);
+    assert_int_equal(th_fd_count(), before);
 }
-#endif
 
 int main(void)
 {
@@ -430,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_handles_in_order),
         cmocka_unit_test(test_pass_accepted_tcp),
+        cmocka_unit_test(test_unix_ipc_client_and_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
