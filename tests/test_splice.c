@@ -512,6 +512,54 @@ static void test_backpressure_bounds_sink_queue(void **state)
     th_loop_free(loop);
 }
 
+/* ---- inactivity timeouts ------------------------------------------------------------------- */
+
+static void *trickle(void *p)
+{
+    peer *w = p;
+    for (int i = 0; i < 20; i++) { /* 1 s of traffic, 50 ms apart: each gap < the timeout */
+        if (send(w->fd, g_pat, 4096, MSG_NOSIGNAL) != 4096)
+            break;
+        atomic_fetch_add(&w->moved, 4096);
+        usleep(50000);
+    }
+    shutdown(w->fd, SHUT_WR);
+    return NULL;
+}
+
+/* Bytes moving through the splice count as activity for both streams, also when they
+ * never pass through the streams themselves (zero-copy). */
+static void timeouts_see_activity(unsigned flags)
+{
+    pat_init();
+    rill_loop *loop = th_loop_new();
+    conn x = tcp_conn(loop), y = tcp_conn(loop);
+    rill_stream_set_timeout(x.s, 300);
+    rill_stream_set_timeout(y.s, 300);
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, flags, 0, NULL, on_done, &d), 0);
+    peer w = {.fd = x.far}, r = {.fd = y.far};
+    pthread_create(&w.th, NULL, trickle, &w);
+    pthread_create(&r.th, NULL, reader, &r);
+    TH_RUN_UNTIL(loop, d.calls == 1, 5000);
+    pthread_join(w.th, NULL);
+    pthread_join(r.th, NULL);
+    assert_int_equal(d.status, 0); /* not RILL_ETIMEDOUT */
+    assert_int_equal(atomic_load(&r.moved), 20 * 4096);
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_activity_keeps_timeouts_away(void **state)
+{
+    (void)state;
+    timeouts_see_activity(0);
+    timeouts_see_activity(RILL_SPLICE_COPY);
+}
+
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 static void test_invalid_and_pending(void **state)
@@ -687,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_close_flags),
         cmocka_unit_test(test_buffered_bytes_go_first),
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
+        cmocka_unit_test(test_activity_keeps_timeouts_away),
         cmocka_unit_test(test_invalid_and_pending),
         cmocka_unit_test(test_peer_gone_is_an_error),
         cmocka_unit_test(test_source_reset_is_an_error),
