@@ -133,6 +133,8 @@ static int check(rill_stream *s, rill_frame_fn *cb)
         return RILL_EINVAL;
     if (s->flags & RILL__S_CLOSED)
         return RILL_ECLOSED;
+    if (s->flags & RILL__S_PENDING)
+        return RILL_EPENDING; /* a splice or close_async owns the stream */
     if (!(s->flags & RILL__S_READABLE) && !s->in.len)
         return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
     return 0;

@@ -343,6 +343,23 @@ static void test_many_lines_exact(void **state)
     th_loop_free(loop);
 }
 
+static void test_pending_flag_refuses_framing(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    assert_int_equal(rill_stream_set_pending(p[1]), 0);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), RILL_EPENDING);
+    rill_stream_clear_pending(p[1]);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, on_frame, &f), 0);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+    assert_int_equal(f.n, 1); /* cancelled by the close */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_regex_invalid),
         cmocka_unit_test(test_scan_is_linear),
         cmocka_unit_test(test_many_lines_exact),
+        cmocka_unit_test(test_pending_flag_refuses_framing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

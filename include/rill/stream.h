@@ -104,8 +104,9 @@ RILL_API int rill_stream_close_async(rill_stream *s, int priority, rill_cancel *
 RILL_API int rill_stream_steal_fd(rill_stream *s);
 
 /* Framing requests: FIFO, served before READ handlers; unconsumed bytes stay buffered.
- * They start reading if needed.  Errors: RILL_ECLOSED, RILL_EINVAL, RILL_ENOMEM; cb then
- * never runs.  A frame longer than the max buffer fails with RILL_ENOBUFS and consumes
+ * They start reading if needed.  Errors: RILL_ECLOSED, RILL_EINVAL, RILL_ENOMEM, and
+ * RILL_EPENDING while the stream's pending flag is set (a splice or close_async owns the
+ * stream: see rill_stream_set_pending); cb then never runs.  A frame longer than the max buffer fails with RILL_ENOBUFS and consumes
  * nothing; at EOF cb gets RILL_EOF with the partial bytes (consumed). */
 RILL_API int rill_stream_read_bytes(rill_stream *s, size_t max, rill_frame_fn *cb, void *arg);
 RILL_API int rill_stream_read_exactly(rill_stream *s, size_t n, rill_frame_fn *cb, void *arg);
