@@ -48,6 +48,18 @@ rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family
     return s;
 }
 
+int rill__fd_direction(int fd, unsigned *flags)
+{
+    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+    if (acc == O_RDONLY)
+        *flags |= RILL_READONLY;
+    else if (acc == O_WRONLY)
+        *flags |= RILL_WRITEONLY;
+    if ((*flags & RILL_READONLY) && (*flags & RILL_WRITEONLY))
+        return RILL_EBADF; /* asked for a direction the fd was not opened for */
+    return 0;
+}
+
 rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
 {
     struct stat st;
@@ -63,13 +75,9 @@ rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
         errno = EPERM; /* always "ready": the poller cannot watch it (use rill_file_open) */
         return NULL;
     }
-    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-    if (acc == O_RDONLY)
-        flags |= RILL_READONLY;
-    else if (acc == O_WRONLY)
-        flags |= RILL_WRITEONLY;
-    if ((flags & RILL_READONLY) && (flags & RILL_WRITEONLY)) {
-        errno = EINVAL;
+    int rc = rill__fd_direction(fd, &flags);
+    if (rc < 0) {
+        errno = -rc;
         return NULL;
     }
     int family = S_ISSOCK(st.st_mode) ? sock_family(fd) : AF_UNSPEC;
@@ -77,7 +85,7 @@ rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
         errno = EINVAL;
         return NULL;
     }
-    int rc = set_fd_flags(fd);
+    rc = set_fd_flags(fd);
     if (rc < 0) {
         errno = -rc;
         return NULL;

@@ -381,6 +381,9 @@ extern void (*rill__server_forget)(rill_stream *s);
  * writes run on the thread pool.  Takes ownership of fd.  flags: RILL_READONLY /
  * RILL_WRITEONLY.  NULL with errno. */
 rill_stream *rill__file_stream(rill_loop *loop, int fd, unsigned flags);
+/* fd.c: adds RILL_READONLY / RILL_WRITEONLY to *flags from fd's access mode.  RILL_EBADF
+ * when *flags ask for a direction the fd was not opened for. */
+int rill__fd_direction(int fd, unsigned *flags);
 /* fd.c: stream over an fd of a known kind (sockets, pipes, devices). */
 rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family);
 

@@ -166,13 +166,9 @@ static int set_nonblock(int fd)
 
 rill_stream *rill__tty_stream(rill_loop *loop, int fd, unsigned flags)
 {
-    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-    if (acc == O_RDONLY)
-        flags |= RILL_READONLY;
-    else if (acc == O_WRONLY)
-        flags |= RILL_WRITEONLY;
-    if ((flags & RILL_READONLY) && (flags & RILL_WRITEONLY)) {
-        errno = EBADF; /* asked for a direction the fd was not opened for */
+    int rc = rill__fd_direction(fd, &flags);
+    if (rc < 0) {
+        errno = -rc;
         return NULL;
     }
     if (set_nonblock(fd) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
