@@ -13,7 +13,6 @@
 #include "internal.h"
 #include "rill/fiber.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -468,8 +467,10 @@ static int arm(rill_fiber *f, uint64_t deadline)
 
 static void disarm(rill_fiber *f)
 {
-    rill_timer_stop(f->timer);
-    f->timer = NULL;
+    if (f->timer) { /* most waits have no deadline: skip the call */
+        rill_timer_stop(f->timer);
+        f->timer = NULL;
+    }
 }
 
 /* Suspends f until wake(); returns the reason (0, RILL_ETIMEDOUT, RILL_ECANCELED). */
@@ -502,6 +503,8 @@ rill_fiber *rill_fiber_spawn(rill_loop *loop, void (*fn)(void *), void *arg, siz
     lstate *ls = lstate_get(loop);
     rill_fiber *f = ls ? rill__calloc(1, sizeof *f) : NULL;
     if (!f) {
+        if (ls)
+            lstate_release(ls);
         errno = ENOMEM;
         return NULL;
     }
@@ -1038,15 +1041,14 @@ static srec *srec_get(rill_server *srv)
     rill__list_init(&r->jobs);
     rill__list_init(&r->backlog);
     rill__list_init(&r->acceptors);
-    if (!rill_server_on(srv, RILL_SEV_CONNECTION, on_server_conn, r)) {
+    /* Servers have no "off": CLOSE first, so that r is freed at the server's close even
+     * when the CONNECTION subscription fails (r then serves nothing). */
+    if (!rill_server_on(srv, RILL_SEV_CLOSE, on_server_close, r)) {
         rill__free(r);
         return NULL;
     }
-    /* Without the CLOSE subscription the record would outlive its server unnoticed. */
-    if (!rill_server_on(srv, RILL_SEV_CLOSE, on_server_close, r)) {
-        rill__log(RILL_LOG_ERROR, "fiber server: cannot watch the server's close");
-        return NULL; /* the CONNECTION handler keeps r: it is leaked, never dangling */
-    }
+    if (!rill_server_on(srv, RILL_SEV_CONNECTION, on_server_conn, r))
+        return NULL;
     r->next = tl_servers;
     tl_servers = r;
     return r;

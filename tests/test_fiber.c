@@ -805,6 +805,138 @@ static void test_connect_refused(void **state)
     th_loop_free(loop);
 }
 
+/* ---- every allocation may fail ------------------------------------------------------------- */
+
+typedef struct {
+    rill_stream *s[2];
+    rill_loop *loop;
+    ssize_t got, wrote;
+} alloc_ctx;
+
+static void alloc_reader(void *arg)
+{
+    alloc_ctx *a = arg;
+    char buf[8];
+    a->got = rill_fiber_read_until(a->s[0], "\n", 1, buf, sizeof buf, deadline_in(a->loop, 200));
+}
+
+static void alloc_writer(void *arg)
+{
+    alloc_ctx *a = arg;
+    a->wrote = rill_fiber_write(a->s[1], "x\n", 2, 0);
+}
+
+/* Spawns a reader and a writer on a fresh loop; true when nothing failed.  Whatever fails,
+ * the run must end and free everything. */
+static bool alloc_scenario(void)
+{
+    alloc_ctx a = {.got = 1, .wrote = 1};
+    if (!(a.loop = rill_loop_new(NULL)))
+        return false;
+    bool ok = rill_stream_pair(a.loop, a.s, 0) == 0;
+    if (ok) {
+        rill_fiber *r = rill_fiber_spawn(a.loop, alloc_reader, &a, 0);
+        rill_fiber *w = rill_fiber_spawn(a.loop, alloc_writer, &a, 0);
+        ok = r && w;
+        rill_fiber_detach(r);
+        rill_fiber_detach(w);
+        rill_loop_run(a.loop, RILL_RUN_DEFAULT);
+        ok = ok && a.got == 2 && a.wrote == 1;
+        /* the reader got its line, or failed cleanly (never ran, no memory, or no data
+         * because the writer failed) */
+        assert_true(a.got == 2 || a.got == 1 || a.got == RILL_ENOMEM || a.got == RILL_ETIMEDOUT);
+        assert_true(a.wrote == 1 || a.wrote == RILL_ENOMEM);
+        rill_stream_close(a.s[0]);
+        rill_stream_close(a.s[1]);
+    }
+    for (int i = 0; i < 100 && rill_loop_free(a.loop) == RILL_EBUSY; i++)
+        rill_loop_run(a.loop, RILL_RUN_NOWAIT);
+    return ok;
+}
+
+typedef struct {
+    rill_loop *loop;
+    rill_server *srv;
+    uint16_t port;
+    ssize_t got;
+} alloc_srv_ctx;
+
+static void alloc_echo(rill_stream *conn, void *arg)
+{
+    char buf[8];
+    ssize_t n = rill_fiber_read_until(conn, "\n", 1, buf, sizeof buf, 0);
+    (void)arg;
+    if (n > 0)
+        rill_fiber_write(conn, buf, (size_t)n, 0);
+}
+
+static void alloc_client(void *arg)
+{
+    alloc_srv_ctx *a = arg;
+    char buf[8];
+    rill_stream *s = rill_fiber_connect_tcp(a->loop, "127.0.0.1", a->port, NULL, NULL);
+    if (s && rill_fiber_write(s, "x\n", 2, 0) >= 0)
+        a->got = rill_fiber_read_until(s, "\n", 1, buf, sizeof buf, deadline_in(a->loop, 2000));
+    rill_stream_close(s);
+    rill_server_close(a->srv);
+}
+
+/* A fiber server and a fiber client; true when nothing failed. */
+static bool alloc_server_scenario(void)
+{
+    alloc_srv_ctx a = {.got = 0};
+    if (!(a.loop = rill_loop_new(NULL)))
+        return false;
+    bool ok = false;
+    rill_addr ad;
+    if ((a.srv = rill_tcp_listen(a.loop, "127.0.0.1", 0, NULL)) &&
+        rill_server_sockname(a.srv, &ad) == 0) {
+        a.port = ntohs(((struct sockaddr_in *)&ad.ss)->sin_port);
+        rill_fiber *c = NULL;
+        if (rill_server_serve_fibers(a.srv, alloc_echo, NULL) == 0)
+            c = rill_fiber_spawn(a.loop, alloc_client, &a, 0);
+        if (!c)
+            rill_server_close(a.srv);
+        rill_fiber_detach(c);
+        rill_loop_run(a.loop, RILL_RUN_DEFAULT);
+        ok = a.got == 2;
+    } else {
+        rill_server_close(a.srv);
+    }
+    for (int i = 0; i < 100 && rill_loop_free(a.loop) == RILL_EBUSY; i++)
+        rill_loop_run(a.loop, RILL_RUN_NOWAIT);
+    return ok;
+}
+
+static void quiet_log(int level, const char *msg, void *arg)
+{
+    (void)level, (void)msg, (void)arg;
+}
+
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    bool (*scenarios[])(void) = {alloc_scenario, alloc_server_scenario};
+    rill_set_log(quiet_log, NULL); /* the out-of-memory lines are expected here */
+    th_alloc_install();
+    for (size_t k = 0; k < 2; k++) {
+        th_alloc_fail_at(0);
+        assert_true(scenarios[k]()); /* with no failure it all works */
+        size_t total = th_alloc_count();
+        assert_int_equal(th_alloc_live(), 0);
+        for (size_t n = 1; n <= total; n++) {
+            th_alloc_fail_at(n);
+            scenarios[k]();
+            th_alloc_fail_at(0);
+            if (th_alloc_live() != 0)
+                fail_msg("scenario %zu: allocation %zu failing leaked %zu blocks", k, n,
+                         th_alloc_live());
+        }
+    }
+    th_alloc_reset();
+    rill_set_log(NULL, NULL);
+}
+
 /* ---- the other switch mechanism ------------------------------------------------------------ */
 
 static const struct CMUnitTest core_tests[] = {
@@ -820,6 +952,7 @@ static const struct CMUnitTest core_tests[] = {
     cmocka_unit_test(test_write_backpressure),
     cmocka_unit_test(test_write_deadline),
     cmocka_unit_test(test_stack_overflow),
+    cmocka_unit_test(test_alloc_failures),
 };
 
 static char self_path[4096];
