@@ -310,7 +310,8 @@ struct rill_stream {
     void *tpdata;            /* the transport's own state */
     rill__io io;             /* io.fd: the fd, or -1 */
     uint32_t flags;          /* RILL__S_* */
-    uint32_t dflags;         /* RILL__D_* */
+    uint16_t dflags;         /* RILL__D_* */
+    uint16_t submask;        /* bit per event type with a live subscription */
     int refs;
     int err;                 /* first error */
     int pending_err;         /* RILL__D_ERROR */

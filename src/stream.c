@@ -81,6 +81,25 @@ static void stream_free(rill_stream *s)
     rill__free(s);
 }
 
+/* A reference held around callbacks (Redis's callHandler idea): a handler may close the
+ * stream or drop the user's last reference, and the memory stays valid until release.
+ * release follows rill_stream_unref's rule, inlined for the read and write paths. */
+static inline void hold(rill_stream *s)
+{
+    s->refs++;
+}
+
+static inline void release(rill_stream *s)
+{
+    if (s->refs == 1 && !(s->flags & RILL__S_CLOSED)) {
+        rill_stream_close(s); /* a handler dropped the last other reference */
+        return;
+    }
+    assert(s->refs > 0);
+    if (--s->refs == 0)
+        stream_free(s);
+}
+
 rill_stream *rill_stream_ref(rill_stream *s)
 {
     if (s)
@@ -166,6 +185,7 @@ static rill_sub *subscribe(rill_stream *s, rill_event_type ev, rill_handler *h, 
         return NULL;
     }
     *sub = (rill_sub){NULL, h, arg, (uint8_t)ev, once, false};
+    s->submask |= (uint16_t)(1u << ev);
     rill_sub **pp = &s->subs;
     while (*pp)
         pp = &(*pp)->next;
@@ -187,12 +207,14 @@ rill_sub *rill_stream_once(rill_stream *s, rill_event_type ev, rill_handler *h, 
 static void sweep(rill_stream *s)
 {
     rill_sub **pp = &s->subs;
+    s->submask = 0;
     while (*pp) {
         rill_sub *sub = *pp;
         if (sub->dead) {
             *pp = sub->next;
             rill__free(sub);
         } else {
+            s->submask |= (uint16_t)(1u << sub->type);
             pp = &sub->next;
         }
     }
@@ -209,7 +231,10 @@ void rill_stream_off(rill_stream *s, rill_sub *sub)
 
 bool rill_stream_has_subscribers(const rill_stream *s, rill_event_type ev)
 {
-    for (const rill_sub *sub = s ? s->subs : NULL; sub; sub = sub->next)
+    if (!s || (unsigned)ev >= RILL_EV__COUNT || !(s->submask & (1u << ev)))
+        return false;
+    /* the mask may still hold a type whose last subscription died during a dispatch */
+    for (const rill_sub *sub = s->subs; sub; sub = sub->next)
         if (sub->type == ev && !sub->dead)
             return true;
     return false;
@@ -224,7 +249,7 @@ void rill__stream_emit(rill_stream *s, const rill_event *ev)
         return;
     while (last->next)
         last = last->next;
-    s->refs++;
+    hold(s);
     s->emitting++;
     for (rill_sub *sub = s->subs; sub; sub = sub->next) {
         if (!sub->dead && sub->type == ev->type) {
@@ -237,7 +262,7 @@ void rill__stream_emit(rill_stream *s, const rill_event *ev)
     }
     if (--s->emitting == 0)
         sweep(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 static void emit_simple(rill_stream *s, rill_event_type type, int err, size_t len)
@@ -300,7 +325,7 @@ void rill__stream_error(rill_stream *s, int err)
         return;
     if (!s->err)
         s->err = err;
-    s->refs++;
+    hold(s);
     s->flags &= ~RILL__S_WATCH_W;
     rill__buf_consume(&s->wq, s->wq.len);
     run_completions(s, err);
@@ -314,7 +339,7 @@ void rill__stream_error(rill_stream *s, int err)
         rill_stream_close(s);
     if (!(s->flags & RILL__S_CLOSED))
         rill__stream_update(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 /* ---- transport defaults (fds) ---------------------------------------------------------- */
@@ -356,10 +381,16 @@ static ssize_t fd_writev(rill_stream *s, const struct iovec *iov, int n)
 {
     if (!(s->tp->flags & RILL__TP_SOCKET))
         return fd_writev_pipe(s->io.fd, iov, n);
+    ssize_t r;
+    if (n == 1) {
+        do
+            r = send(s->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        return r < 0 ? rill__errno() : r;
+    }
     struct msghdr m = {0};
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)n;
-    ssize_t r;
     do
         r = sendmsg(s->io.fd, &m, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
@@ -416,11 +447,11 @@ void rill__stream_read_buffered(rill_stream *s)
             return;
         }
         rill_event ev = {RILL_EV_READ, p, n, 0, NULL};
-        s->refs++;
+        hold(s);
         rill__stream_emit(s, &ev);
         if (!(s->flags & RILL__S_CLOSED))
             rill__buf_consume(&s->in, n);
-        rill_stream_unref(s);
+        release(s);
     }
 }
 
@@ -467,7 +498,7 @@ void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
 void rill__stream_io(rill__io *io, unsigned revents)
 {
     rill_stream *s = rill__container_of(io, rill_stream, io);
-    s->refs++;
+    hold(s);
     if (revents & RILL__IO_WRITE)
         flush(s, false);
     if ((revents & RILL__IO_READ) && rill__stream_wants_read(s)) {
@@ -475,7 +506,7 @@ void rill__stream_io(rill__io *io, unsigned revents)
         char *buf = rill__loop_scratch(s->loop, &cap);
         rill__stream_deliver(s, buf, tp_read(s, buf, cap));
     }
-    rill_stream_unref(s);
+    release(s);
 }
 
 /* ---- writing --------------------------------------------------------------------------- */
@@ -526,7 +557,7 @@ void rill__stream_write_done(rill_stream *s, ssize_t n)
         rill__stream_update(s);
         return;
     }
-    s->refs++;
+    hold(s);
     if (n < 0) {
         fail(s, (int)n, false);
     } else {
@@ -542,7 +573,7 @@ void rill__stream_write_done(rill_stream *s, ssize_t n)
         kick_async(s);
     }
     rill__stream_update(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 /* Writes as much of the queue as the transport takes now. */
@@ -771,7 +802,7 @@ void rill__stream_connected(rill_stream *s, int status)
     if (s->flags & RILL__S_CLOSED)
         return;
     s->flags &= ~RILL__S_CONNECTING;
-    s->refs++;
+    hold(s);
     if (status < 0) {
         rill__stream_error(s, status);
         rill_stream_close(s); /* a connection that never came up is of no further use */
@@ -781,7 +812,7 @@ void rill__stream_connected(rill_stream *s, int status)
         emit_simple(s, RILL_EV_CONNECT, 0, 0);
         flush(s, false); /* writes made while connecting */
     }
-    rill_stream_unref(s);
+    release(s);
 }
 
 /* ---- ending ---------------------------------------------------------------------------- */
@@ -898,13 +929,13 @@ static void finish_close(rill_stream *s)
     if (s->server && rill__server_forget)
         rill__server_forget(s);
     rill__stream_update(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 static void stream_dispatch(rill__defer *d)
 {
     rill_stream *s = rill__container_of(d, rill_stream, defer);
-    s->refs++;
+    hold(s);
     while (s->dflags && !(s->flags & RILL__S_CLOSE_DONE)) {
         uint32_t f = s->dflags;
         s->dflags = 0;
@@ -930,7 +961,7 @@ static void stream_dispatch(rill__defer *d)
     }
     if (!(s->flags & RILL__S_CLOSE_DONE))
         rill__stream_update(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 /* ---- timeout ----------------------------------------------------------------------------- */
@@ -938,12 +969,12 @@ static void stream_dispatch(rill__defer *d)
 static void stream_expire(rill__tnode *t)
 {
     rill_stream *s = rill__container_of(t, rill_stream, tnode);
-    s->refs++;
+    hold(s);
     if (!s->err)
         s->err = RILL_ETIMEDOUT;
     emit_simple(s, RILL_EV_TIMEOUT, RILL_ETIMEDOUT, 0);
     rill_stream_close(s);
-    rill_stream_unref(s);
+    release(s);
 }
 
 void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
