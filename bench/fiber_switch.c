@@ -100,7 +100,8 @@ static void bench_ucontext(unsigned long pairs)
     free(stack);
 }
 
-/* ---- yields through the library --------------------------------------------------------------- */
+/* ---- yields through the library ---------------------------------------------------------------
+ */
 
 static void yielder(void *arg)
 {

@@ -23,7 +23,8 @@ static void session(rill_stream *conn, void *arg)
                                       rill_loop_now(rill_stream_loop(conn)) + 60000)) > 0) {
         if (n >= 4 && memcmp(line, "quit", 4) == 0)
             break;
-        if (rill_fiber_write(conn, "> ", 2, 0) < 0 || rill_fiber_write(conn, line, (size_t)n, 0) < 0)
+        if (rill_fiber_write(conn, "> ", 2, 0) < 0 ||
+            rill_fiber_write(conn, line, (size_t)n, 0) < 0)
             break;
     }
     rill_fiber_write(conn, "bye\n", 4, 0); /* the connection closes when this returns */
@@ -32,9 +33,9 @@ static void session(rill_stream *conn, void *arg)
 int main(int argc, char **argv)
 {
     rill_loop *loop = rill_loop_new(NULL);
-    rill_server *srv = loop ? rill_tcp_listen(loop, "127.0.0.1",
-                                              (uint16_t)atoi(argc > 1 ? argv[1] : "0"), NULL)
-                            : NULL;
+    rill_server *srv =
+        loop ? rill_tcp_listen(loop, "127.0.0.1", (uint16_t)atoi(argc > 1 ? argv[1] : "0"), NULL)
+             : NULL;
     rill_addr addr;
     if (!srv || rill_server_serve_fibers(srv, session, NULL) < 0 ||
         rill_server_sockname(srv, &addr) < 0) {

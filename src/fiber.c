@@ -50,18 +50,18 @@ enum { MECH_ASM, MECH_UCONTEXT };
 typedef struct lstate lstate;
 
 struct rill_fiber {
-    rill__list link;      /* in its loop's ready list while READY */
+    rill__list link; /* in its loop's ready list while READY */
     lstate *ls;
     void (*fn)(void *);
     void *arg;
-    char *map;            /* guard page, then the stack */
+    char *map; /* guard page, then the stack */
     size_t map_len;
-    void *sp;             /* saved stack pointer (assembly switch) */
-    ucontext_t *uc;       /* saved context (ucontext switch) */
-    rill_timer *timer;    /* deadline of the current wait */
+    void *sp;          /* saved stack pointer (assembly switch) */
+    ucontext_t *uc;    /* saved context (ucontext switch) */
+    rill_timer *timer; /* deadline of the current wait */
     rill_fiber *joiner;
     int state;
-    int wake;             /* why the last wait ended: 0, RILL_ETIMEDOUT, RILL_ECANCELED */
+    int wake; /* why the last wait ended: 0, RILL_ETIMEDOUT, RILL_ECANCELED */
     bool cancelled, detached;
     unsigned vg_stack;
     void *asan_fake;
@@ -76,8 +76,8 @@ struct lstate {
     size_t live;           /* fibers not finished */
     size_t holds;          /* run_ready in progress, abandoned requests outstanding */
     rill__list ready;
-    bool runner;           /* run_ready is deferred */
-    struct wreq *wfree;    /* recycled request records */
+    bool runner;        /* run_ready is deferred */
+    struct wreq *wfree; /* recycled request records */
     size_t nwfree;
 };
 
@@ -108,7 +108,7 @@ static _Thread_local void *tl_main_fake;
 
 static void resume(rill_fiber *f);
 
-/* ---- mechanism ------------------------------------------------------------------------- */
+/* ---- mechanism ------------------------------------------------------------------------------- */
 
 #if defined(RILL__CTX_ASM) && defined(__x86_64__)
 /* A kernel that enforces shadow stacks for this process would kill it at the first `ret`
@@ -144,7 +144,7 @@ const char *rill_fiber_mechanism(void)
     return "ucontext";
 }
 
-/* ---- stacks ----------------------------------------------------------------------------- */
+/* ---- stacks ---------------------------------------------------------------------------------- */
 
 static char *stack_lo(const rill_fiber *f)
 {
@@ -198,7 +198,7 @@ static void stack_free(rill_fiber *f)
     f->uc = NULL;
 }
 
-/* ---- switching -------------------------------------------------------------------------- */
+/* ---- switching ------------------------------------------------------------------------------- */
 
 static void asan_start(void **fake, const void *bottom, size_t size)
 {
@@ -296,7 +296,7 @@ static int ctx_new(rill_fiber *f)
     return 0;
 }
 
-/* ---- per-loop state ---------------------------------------------------------------------- */
+/* ---- per-loop state -------------------------------------------------------------------------- */
 
 static void keepalive(rill_timer *t, void *arg)
 {
@@ -343,8 +343,8 @@ static void lstate_release(lstate *ls)
 
 static int live_add(lstate *ls)
 {
-    if (!ls->live && !(ls->keepalive = rill_timer_start(ls->loop, KEEPALIVE_MS, KEEPALIVE_MS,
-                                                        keepalive, ls)))
+    if (!ls->live &&
+        !(ls->keepalive = rill_timer_start(ls->loop, KEEPALIVE_MS, KEEPALIVE_MS, keepalive, ls)))
         return RILL_ENOMEM;
     ls->live++;
     return 0;
@@ -358,7 +358,7 @@ static void live_drop(lstate *ls)
     }
 }
 
-/* ---- scheduling -------------------------------------------------------------------------- */
+/* ---- scheduling ------------------------------------------------------------------------------ */
 
 /* Resumes the fibers that were ready when it started; later ones wait for the next run. */
 static void run_ready(void *arg)
@@ -483,7 +483,7 @@ static int park(rill_fiber *f)
     return f->wake;
 }
 
-/* ---- fibers ------------------------------------------------------------------------------ */
+/* ---- fibers ---------------------------------------------------------------------------------- */
 
 static void fiber_discard(rill_fiber *f)
 {
@@ -591,7 +591,7 @@ int rill_fiber_join(rill_fiber *t, uint64_t deadline)
     return 0;
 }
 
-/* ---- request records ---------------------------------------------------------------------- */
+/* ---- request records ------------------------------------------------------------------------- */
 
 static wreq *wreq_get(rill_fiber *f, void *buf, size_t cap)
 {
@@ -635,7 +635,7 @@ static void wreq_drop(wreq *w)
     lstate_release(ls);
 }
 
-/* ---- reads ---------------------------------------------------------------------------------- */
+/* ---- reads ----------------------------------------------------------------------------------- */
 
 /* A stream that closed under a waiting call: its error, else RILL_ECLOSED. */
 static int closed_code(const rill_stream *s)
@@ -687,8 +687,7 @@ static int read_start(rill_stream *s, const rspec *r, wreq *w)
     }
 }
 
-static ssize_t read_common(rill_stream *s, const rspec *r, void *buf, size_t cap,
-                           uint64_t deadline)
+static ssize_t read_common(rill_stream *s, const rspec *r, void *buf, size_t cap, uint64_t deadline)
 {
     rill_fiber *f = tl_current;
     int rc = precheck(f, s ? rill_stream_loop(s) : NULL, deadline);
@@ -727,8 +726,8 @@ ssize_t rill_fiber_read_exactly(rill_stream *s, void *buf, size_t n, uint64_t de
     return read_common(s, &r, buf, n, deadline);
 }
 
-ssize_t rill_fiber_read_until(rill_stream *s, const void *delim, size_t dlen, void *buf,
-                              size_t cap, uint64_t deadline)
+ssize_t rill_fiber_read_until(rill_stream *s, const void *delim, size_t dlen, void *buf, size_t cap,
+                              uint64_t deadline)
 {
     rspec r = {R_UNTIL, delim, dlen};
     return read_common(s, &r, buf, cap, deadline);
@@ -741,7 +740,7 @@ ssize_t rill_fiber_read_until_regex(rill_stream *s, const rill_regex *re, void *
     return read_common(s, &r, buf, cap, deadline);
 }
 
-/* ---- waiting for stream events ------------------------------------------------------------- */
+/* ---- waiting for stream events --------------------------------------------------------------- */
 
 /* Lives on the fiber's stack: the subscriptions are removed before the call returns. */
 typedef struct {
@@ -841,7 +840,7 @@ int rill_fiber_shutdown(rill_stream *s, uint64_t deadline)
     return rc;
 }
 
-/* ---- connecting ---------------------------------------------------------------------------- */
+/* ---- connecting ------------------------------------------------------------------------------ */
 
 static rill_stream *fail_ptr(int *err, int code)
 {
@@ -890,19 +889,19 @@ rill_stream *rill_fiber_connect_unix(rill_loop *loop, const char *path,
     return s ? connect_wait(f, s, err) : fail_ptr(err, -errno);
 }
 
-/* ---- servers ---------------------------------------------------------------------------------- */
+/* ---- servers --------------------------------------------------------------------------------- */
 
 /* What fiber.c keeps per server: one CONNECTION and one CLOSE subscription for its life. */
 typedef struct srec {
-    struct srec *next;                    /* in tl_servers while the server is open */
+    struct srec *next; /* in tl_servers while the server is open */
     rill_server *srv;
-    int refs;                             /* the open server + one per serving fiber */
+    int refs; /* the open server + one per serving fiber */
     bool closed;
     void (*handle)(rill_stream *, void *); /* serve mode */
     void *arg;
-    rill__list jobs;                      /* fibers serving connections */
-    rill__list backlog;                   /* accepted, waiting for rill_fiber_accept */
-    rill__list acceptors;                 /* fibers waiting in rill_fiber_accept */
+    rill__list jobs;      /* fibers serving connections */
+    rill__list backlog;   /* accepted, waiting for rill_fiber_accept */
+    rill__list acceptors; /* fibers waiting in rill_fiber_accept */
 } srec;
 
 typedef struct { /* a connection that waits for rill_fiber_accept */
@@ -976,8 +975,8 @@ fail:
     rill_stream_close(conn);
 }
 
-static void on_server_conn(rill_server *srv, rill_server_event_type ev, rill_stream *conn,
-                           int err, void *arg)
+static void on_server_conn(rill_server *srv, rill_server_event_type ev, rill_stream *conn, int err,
+                           void *arg)
 {
     srec *r = arg;
     (void)srv, (void)ev, (void)err;
@@ -1000,8 +999,8 @@ static void on_server_conn(rill_server *srv, rill_server_event_type ev, rill_str
     }
 }
 
-static void on_server_close(rill_server *srv, rill_server_event_type ev, rill_stream *conn,
-                            int err, void *arg)
+static void on_server_close(rill_server *srv, rill_server_event_type ev, rill_stream *conn, int err,
+                            void *arg)
 {
     srec *r = arg;
     (void)srv, (void)ev, (void)conn, (void)err;

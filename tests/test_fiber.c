@@ -17,20 +17,20 @@
 /* Checks inside fibers: cmocka's assertions longjmp, which must not cross from a fiber's
  * stack to the test's, so fibers count failures and run() asserts there were none. */
 static int fiber_failures;
-#define FCHECK(cond)                                                                       \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fiber_failures++;                                                              \
-            print_error("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                                  \
+#define FCHECK(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fiber_failures++;                                                                      \
+            print_error("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                   \
+        }                                                                                          \
     } while (0)
-#define FCHECK_EQ(a, b)                                                                    \
-    do {                                                                                   \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                \
-        if (a_ != b_) {                                                                    \
-            fiber_failures++;                                                              \
-            print_error("%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, a_, b_); \
-        }                                                                                  \
+#define FCHECK_EQ(a, b)                                                                            \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) {                                                                            \
+            fiber_failures++;                                                                      \
+            print_error("%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, a_, b_);     \
+        }                                                                                          \
     } while (0)
 #define FCHECK_MEM(a, b, n) FCHECK(memcmp((a), (b), (n)) == 0)
 
@@ -64,7 +64,7 @@ static void unpair(rill_stream *p[2])
     }
 }
 
-/* ---- calls outside a fiber ------------------------------------------------------------ */
+/* ---- calls outside a fiber ------------------------------------------------------------------- */
 
 static void test_outside_fiber(void **state)
 {
@@ -95,7 +95,7 @@ static void test_outside_fiber(void **state)
     th_loop_free(loop);
 }
 
-/* ---- spawn, self, sleep, join ------------------------------------------------------------ */
+/* ---- spawn, self, sleep, join ---------------------------------------------------------------- */
 
 typedef struct {
     rill_loop *loop;
@@ -190,7 +190,7 @@ static void test_join_finished(void **state)
     th_loop_free(loop);
 }
 
-/* ---- a line protocol as a loop of rill_fiber_read_until --------------------------------- */
+/* ---- a line protocol as a loop of rill_fiber_read_until -------------------------------------- */
 
 typedef struct {
     rill_loop *loop;
@@ -260,7 +260,7 @@ static void test_line_protocol(void **state)
     th_loop_free(loop);
 }
 
-/* ---- framing variants, EOF, cap ---------------------------------------------------------- */
+/* ---- framing variants, EOF, cap -------------------------------------------------------------- */
 
 static void framing_reader(void *arg)
 {
@@ -314,7 +314,7 @@ static void test_framing(void **state)
     th_loop_free(loop);
 }
 
-/* ---- deadlines and cancellation ------------------------------------------------------------ */
+/* ---- deadlines and cancellation -------------------------------------------------------------- */
 
 static char late_buf[32];
 
@@ -419,7 +419,7 @@ static void test_cancel_sleep(void **state)
     th_loop_free(loop);
 }
 
-/* ---- writes: backpressure and its deadline -------------------------------------------------- */
+/* ---- writes: backpressure and its deadline --------------------------------------------------- */
 
 #define BIG (4u << 20)
 
@@ -490,7 +490,7 @@ static void test_write_deadline(void **state)
     th_loop_free(loop);
 }
 
-/* ---- the guard page ---------------------------------------------------------------------- */
+/* ---- the guard page -------------------------------------------------------------------------- */
 
 static volatile uintptr_t stack_top;
 static int fault_pipe = -1;
@@ -500,7 +500,8 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     (void)uc;
     uintptr_t a = (uintptr_t)si->si_addr;
     /* Below the 64 KiB stack and within the page under it (plus the first frame's slack). */
-    char verdict = (a < stack_top - 64 * 1024 + 4096 && a >= stack_top - 64 * 1024 - 8192) ? 'G' : 'O';
+    char verdict =
+        (a < stack_top - 64 * 1024 + 4096 && a >= stack_top - 64 * 1024 - 8192) ? 'G' : 'O';
     if (write(fault_pipe, &verdict, 1) < 0)
         _exit(3);
     signal(sig, SIG_DFL); /* returning re-runs the access: the default action kills */
@@ -560,7 +561,7 @@ static void test_stack_overflow(void **state)
     assert_int_equal(verdict, 'G'); /* the fault was on the guard page */
 }
 
-/* ---- servers in blocking style ----------------------------------------------------------------- */
+/* ---- servers in blocking style --------------------------------------------------------------- */
 
 #define NCLIENTS 1000
 #define NLINES 3
@@ -686,7 +687,8 @@ static void test_server_close_cancels(void **state)
     rill_addr a;
     assert_int_equal(rill_server_sockname(e.srv, &a), 0);
     assert_int_equal(rill_server_serve_fibers(e.srv, idle_handler, &e), 0);
-    rill_stream *c = rill_tcp_connect(loop, "127.0.0.1", ntohs(((struct sockaddr_in *)&a.ss)->sin_port), NULL);
+    rill_stream *c =
+        rill_tcp_connect(loop, "127.0.0.1", ntohs(((struct sockaddr_in *)&a.ss)->sin_port), NULL);
     assert_non_null(c);
     assert_non_null(rill_timer_start(loop, 1, 1, close_when_entered, &e));
     uint64_t t0 = th_now_ms();
@@ -733,8 +735,9 @@ static void connector_fiber(void *arg)
     int err = 0;
     FCHECK_EQ(rill_fiber_sleep(40), 0); /* after the acceptor's deadline */
     for (int i = 1; i <= 2; i++) {
-        rill_stream *s = a->path ? rill_fiber_connect_unix(a->loop, a->path, NULL, &err)
-                                 : rill_fiber_connect_tcp(a->loop, "127.0.0.1", a->port, NULL, &err);
+        rill_stream *s = a->path
+                             ? rill_fiber_connect_unix(a->loop, a->path, NULL, &err)
+                             : rill_fiber_connect_tcp(a->loop, "127.0.0.1", a->port, NULL, &err);
         if (!s) {
             FCHECK_EQ(err, 0);
             return;
@@ -806,7 +809,7 @@ static void test_connect_refused(void **state)
     th_loop_free(loop);
 }
 
-/* ---- every allocation may fail ------------------------------------------------------------- */
+/* ---- every allocation may fail --------------------------------------------------------------- */
 
 typedef struct {
     rill_stream *s[2];
@@ -938,21 +941,15 @@ static void test_alloc_failures(void **state)
     rill_set_log(NULL, NULL);
 }
 
-/* ---- the other switch mechanism ------------------------------------------------------------ */
+/* ---- the other switch mechanism -------------------------------------------------------------- */
 
 static const struct CMUnitTest core_tests[] = {
-    cmocka_unit_test(test_outside_fiber),
-    cmocka_unit_test(test_spawn_deferred),
-    cmocka_unit_test(test_sleep_and_join),
-    cmocka_unit_test(test_join_finished),
-    cmocka_unit_test(test_line_protocol),
-    cmocka_unit_test(test_framing),
-    cmocka_unit_test(test_deadline),
-    cmocka_unit_test(test_cancel_read),
-    cmocka_unit_test(test_cancel_sleep),
-    cmocka_unit_test(test_write_backpressure),
-    cmocka_unit_test(test_write_deadline),
-    cmocka_unit_test(test_stack_overflow),
+    cmocka_unit_test(test_outside_fiber),  cmocka_unit_test(test_spawn_deferred),
+    cmocka_unit_test(test_sleep_and_join), cmocka_unit_test(test_join_finished),
+    cmocka_unit_test(test_line_protocol),  cmocka_unit_test(test_framing),
+    cmocka_unit_test(test_deadline),       cmocka_unit_test(test_cancel_read),
+    cmocka_unit_test(test_cancel_sleep),   cmocka_unit_test(test_write_backpressure),
+    cmocka_unit_test(test_write_deadline), cmocka_unit_test(test_stack_overflow),
     cmocka_unit_test(test_alloc_failures),
 };
 
@@ -989,12 +986,9 @@ int main(int argc, char **argv)
         return cmocka_run_group_tests_name("fiber-ucontext", core_tests, NULL, NULL);
     }
     const struct CMUnitTest net_tests[] = {
-        cmocka_unit_test(test_echo_server_1000),
-        cmocka_unit_test(test_server_close_cancels),
-        cmocka_unit_test(test_accept_tcp),
-        cmocka_unit_test(test_accept_unix),
-        cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_ucontext_child),
+        cmocka_unit_test(test_echo_server_1000), cmocka_unit_test(test_server_close_cancels),
+        cmocka_unit_test(test_accept_tcp),       cmocka_unit_test(test_accept_unix),
+        cmocka_unit_test(test_connect_refused),  cmocka_unit_test(test_ucontext_child),
     };
     int rc = cmocka_run_group_tests_name("fiber", core_tests, NULL, NULL);
     return rc | cmocka_run_group_tests_name("fiber-net", net_tests, NULL, NULL);

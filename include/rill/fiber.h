@@ -77,8 +77,9 @@ RILL_API const char *rill_fiber_mechanism(void);
  * At end of stream a partial frame is returned as it is (shorter than n, or without the
  * delimiter); the next call returns RILL_EOF, or RILL_ECLOSED once the stream has closed
  * itself (a stream without an EOF handler closes at EOF, after its queued writes).
- * Errors: RILL_EOF, RILL_ECLOSED (closed before or during the call), RILL_ETIMEDOUT, RILL_ECANCELED (both close the stream, see
- * above), RILL_ENOBUFS, RILL_EINVAL, RILL_ENOMEM, or the stream's error. */
+ * Errors: RILL_EOF, RILL_ECLOSED (closed before or during the call), RILL_ETIMEDOUT, RILL_ECANCELED
+ * (both close the stream, see above), RILL_ENOBUFS, RILL_EINVAL, RILL_ENOMEM, or the stream's
+ * error. */
 RILL_API ssize_t rill_fiber_read_bytes(rill_stream *s, void *buf, size_t max, uint64_t deadline);
 RILL_API ssize_t rill_fiber_read_exactly(rill_stream *s, void *buf, size_t n, uint64_t deadline);
 RILL_API ssize_t rill_fiber_read_until(rill_stream *s, const void *delim, size_t dlen, void *buf,

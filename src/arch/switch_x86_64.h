@@ -18,9 +18,12 @@ static inline void *rill__ctx_init(void *top, void (*entry)(void *), void *arg)
 {
     uintptr_t t = ((uintptr_t)top & ~(uintptr_t)15) - 16; /* 16 bytes of slack at the top */
     rill__ctx_frame *fr = (rill__ctx_frame *)(t - sizeof(rill__ctx_frame));
-    /* After `ret` pops fr->ret the stack pointer is t: 16-byte aligned, as the ABI wants
-     * right before the `call` in rill__ctx_entry. */
-    *fr = (rill__ctx_frame){.mxcsr = 0x1f80, .fpucw = 0x037f, /* the ABI's initial values */
+    /* Once the switch has popped fr->ret the stack pointer is t: 16-byte aligned, as the
+     * ABI wants right before the `call` in rill__ctx_entry. */
+    /* 0x1f80 and 0x037f: the ABI's initial control words (all exceptions masked, round
+     * to nearest, double-extended x87 precision). */
+    *fr = (rill__ctx_frame){.mxcsr = 0x1f80,
+                            .fpucw = 0x037f,
                             .r13 = (uint64_t)(uintptr_t)entry,
                             .r12 = (uint64_t)(uintptr_t)arg,
                             .ret = (uint64_t)(uintptr_t)rill__ctx_entry};
