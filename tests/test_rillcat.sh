@@ -126,6 +126,40 @@ keep_listening_50() {
     grep -q '50 connections served' "$T/srv.err"
 }
 
+# -k with stdio: every connection writes into the one stdout.
+keep_listening_stdout() {
+    serve "$T/srv.err" -k tcp-listen:127.0.0.1:0 - >"$T/srv.out"
+    echo first | timeout 10 "$R" - tcp:127.0.0.1:"$PORT"
+    echo second | timeout 10 "$R" - tcp:127.0.0.1:"$PORT"
+    kill -TERM "$SPID"
+    expect_exit 143 "$SPID"
+    [ "$(cat "$T/srv.out")" = "$(printf 'first\nsecond')" ]
+}
+
+# A UDP peer that is not rillcat sends no end marker: its direction ends after a quiet second.
+udp_plain_peer() {
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True)
+s.settimeout(10)
+data, peer = s.recvfrom(1000)
+s.sendto(b"answer to " + data, peer)
+' >"$T/udp.port" &
+    local i
+    for i in $(seq 200); do [ -s "$T/udp.port" ] && break; sleep 0.025; done
+    local start=$SECONDS
+    out=$(echo question | timeout 10 "$R" - udp:127.0.0.1:"$(cat "$T/udp.port")")
+    [ "$out" = "answer to question" ] || { echo "got '$out'"; return 1; }
+    [ $((SECONDS - start)) -le 3 ]
+}
+
+verbose_counts() {
+    printf 'hello' | timeout 10 "$R" -v - echo >"$T/out" 2>"$T/err"
+    [ "$(cat "$T/out")" = hello ]
+    grep -q '^rillcat: - -> echo: 5 bytes' "$T/err" && grep -q '^rillcat: echo -> -: 5 bytes' "$T/err"
+}
+
 refused() {
     local port rc=0
     port=$(free_port)
@@ -202,6 +236,9 @@ run stdin_pipe stdin_pipe
 run half_close half_close
 run close_on_eof close_on_eof
 run keep_listening_50 keep_listening_50
+run keep_listening_stdout keep_listening_stdout
+run udp_plain_peer udp_plain_peer
+run verbose_counts verbose_counts
 run refused refused
 run missing_file missing_file
 while read -r name address; do

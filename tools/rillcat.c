@@ -30,6 +30,8 @@
 #define DGRAM_INFLIGHT 64         /* UDP sends not yet done before the source pauses */
 #define DGRAM_BACKLOG (8u << 20)  /* bytes queued toward a slow reader before datagrams drop */
 #define LINGER_MS 1000            /* UDP: quiet time after our end before theirs counts as ended */
+#define QUEUE_HIGH (1u << 20)     /* a destination's queue pauses its source here... */
+#define QUEUE_LOW (256u << 10)    /* ...and resumes it here, before it runs dry */
 #define TICK_MS 100               /* progress redraws (at most 10 a second), idle checks */
 #define METER_WIDTH 64
 #define EXIT_USAGE 2
@@ -579,6 +581,8 @@ static void pump_data(pump *p, const char *data, size_t len)
         p->dropped++;
         return;
     }
+    if (to->addr->kind == A_STDIO)
+        meter_clear(); /* stdout may be the meter's terminal: data goes on a line of its own */
     int rc = to->udp ? dgram_write(to, data, len) : rill_stream_write(to->s, data, len, NULL, NULL);
     if (rc < 0)
         session_fail(ss, to->name, rc);
@@ -899,6 +903,7 @@ static bool watch_end(end *e)
     if (!e->s)
         return true;
     rill_stream_set_timeout(e->s, 0); /* sockets default to 15 s; -t is rillcat's own */
+    rill_stream_set_watermarks(e->s, QUEUE_LOW, QUEUE_HIGH);
     evs[n++] = RILL_EV_ERROR;
     if (!e->shared)
         evs[n++] = RILL_EV_CLOSE;
