@@ -28,11 +28,11 @@ run() { # name command [args]: one counted case; its output is shown when it fai
 # start NAME ARGS...: example_NAME in the background; sets EPID, and PORT from the
 # "listening on ... PORT" line it prints first.
 start() {
-    local name=$1 i
+    local name=$1
     shift
     timeout 30 "$B/example_$name" "$@" >"$T/$name.out" 2>"$T/$name.err" &
     EPID=$!
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         PORT=$(sed -n 's/^listening on.*[: ]\([0-9][0-9]*\)$/\1/p' "$T/$name.out")
         [ -n "$PORT" ] && return 0
         sleep 0.025
@@ -73,8 +73,8 @@ chat_example() {
 # rillcat echo server <- example_proxy <- rillcat client: a megabyte goes there and back.
 proxy_example() {
     timeout 30 "$R" -v -k tcp-listen:127.0.0.1:0 echo 2>"$T/echo.err" &
-    local echo_pid=$! i
-    for i in $(seq 200); do grep -q 'listening on' "$T/echo.err" && break; sleep 0.025; done
+    local echo_pid=$!
+    for _ in $(seq 200); do grep -q 'listening on' "$T/echo.err" && break; sleep 0.025; done
     local echo_port
     echo_port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\) (.*/\1/p' "$T/echo.err")
     start proxy 0 127.0.0.1 "$echo_port"
