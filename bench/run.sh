@@ -20,8 +20,9 @@
 #
 # Knobs (environment): RILL_BENCH_SECS (3), RILL_BENCH_RUNS (3), RILL_BENCH_CONNS
 # ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
+# RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
 # RILL_BENCH_ONLY (a space-separated subset of: pingpong syscalls callgrind pump idle
-# timers others).
+# timers others, or "none"), RILL_BENCH_RAW (a latest.raw to start from).
 set -u
 
 BUILD=${1:-build-bench}
@@ -32,6 +33,7 @@ SECS=${RILL_BENCH_SECS:-3}
 RUNS=${RILL_BENCH_RUNS:-3}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
+CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}
 ONLY=${RILL_BENCH_ONLY:-"pingpong syscalls callgrind pump idle timers others"}
 S_CPU=0
 C_CPU=1
@@ -49,6 +51,8 @@ RAW=$TMP/raw
 LOG=$OUT/latest.log
 : >"$RAW"
 : >"$LOG"
+# RILL_BENCH_RAW=FILE starts from earlier values (with RILL_BENCH_ONLY=none: re-reports them).
+[ -n "${RILL_BENCH_RAW:-}" ] && cp "$RILL_BENCH_RAW" "$RAW"
 PIDS=""
 
 cleanup() {
@@ -74,6 +78,13 @@ say() { echo "$*" >&2; log "$*"; }
 val() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 put() { echo "$1 $2" >>"$RAW"; }
 now() { date +%s; }
+
+have_perf=0
+if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+    have_perf=1
+fi
+have_strace=0
+command -v strace >/dev/null 2>&1 && have_strace=1
 
 SERVERS=""
 for s in rill epoll uv event fiber; do
@@ -149,13 +160,6 @@ strace_rows() { # FILE MSGS SERVER
 }
 
 run_syscalls() {
-    have_perf=0
-    if command -v perf >/dev/null 2>&1 &&
-        perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
-        have_perf=1
-    fi
-    have_strace=0
-    command -v strace >/dev/null 2>&1 && have_strace=1
     say "== syscalls per message at 100 connections (strace: $have_strace, perf: $have_perf)"
     for s in $SERVERS; do
         next_port
@@ -220,8 +224,8 @@ cg_self() { # FILE MSGS
     awk -v m="$2" '
         /^fn=/ { fn = substr($0, 4); next }
         /^calls=/ { skip = 1; next }
-        /^[0-9+*-]/ { if (skip) { skip = 0; next } self[fn] += $2 }
-        END { for (k in self) if (self[k] > 0) printf "%10.1f  %s\n", self[k] / m, k }' "$1" |
+        /^[0-9+*-]/ { if (skip) { skip = 0; next } self[fn] += $2; d1[fn] += $6 + $7 }
+        END { for (k in self) if (self[k] > 0) printf "%10.1f %6.2f  %s\n", self[k] / m, d1[k] / m, k }' "$1" |
         sort -rn
 }
 
@@ -237,41 +241,52 @@ cg_writes() { # FILE
 
 run_callgrind() {
     command -v valgrind >/dev/null 2>&1 || { say "== callgrind: valgrind missing, skipped"; return; }
-    say "== callgrind: user-space instructions per message at 100 connections"
+    say "== callgrind: user-space instructions per message at $CG_CONNS connections"
     : >"$OUT/profile-callgrind.txt"
-    for s in $SERVERS; do
-        next_port
-        cg=$TMP/cg.$s
-        start_server "$s" $PORT valgrind --tool=callgrind --callgrind-out-file="$cg.%p" \
-            --dump-instr=no --compress-strings=no
-        start_load $PORT 100 "$TMP/marks"
-        sleep 3 # valgrind starts slowly; then a warm-up
-        callgrind_control -z "$SPID" >/dev/null 2>&1
-        m1=$(mark "$CPID" "$TMP/marks" 1)
-        sleep "$SECS"
-        m2=$(mark "$CPID" "$TMP/marks" 2)
-        callgrind_control -d "$SPID" >/dev/null 2>&1
-        stop_pid "$CPID"
-        stop_pid "$SPID"
-        msgs=$((m2 - m1))
-        f=$(ls "$cg".*.1 2>/dev/null | head -n 1)
-        if [ $msgs -le 0 ] || [ -z "$f" ]; then
-            say "   $s: no profile"
-            continue
-        fi
-        ir=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1 | cut -d' ' -f1)
-        marks=$msgs
-        msgs=$(cg_writes "$f")
-        [ "$msgs" -gt 0 ] || msgs=$marks
-        put "ir.$s" "$(awk -v a="$ir" -v m=$msgs 'BEGIN { printf "%.0f", a / m }')"
-        {
-            echo "## $s: $ir instructions for $msgs messages (writes; client marks: $marks) at 100 connections"
-            echo "self instructions per message, by function:"
-            cg_self "$f" $msgs | head -n 25
-            echo
-        } >>"$OUT/profile-callgrind.txt"
-        echo "   $s: $(grep "^ir.$s " "$RAW" | cut -d' ' -f2) instructions/msg over $msgs msgs" >&2
+    for c in $CG_CONNS; do
+        for s in $SERVERS; do
+            callgrind_one "$s" "$c"
+        done
     done
+}
+
+callgrind_one() { # SERVER CONNS
+    s=$1
+    c=$2
+    next_port
+    cg=$TMP/cg.$s.$c
+    start_server "$s" $PORT valgrind --tool=callgrind --callgrind-out-file="$cg.%p" \
+        --dump-instr=no --compress-strings=no --cache-sim=yes
+    start_load $PORT "$c" "$TMP/marks"
+    sleep 3 # valgrind starts slowly; then a warm-up
+    callgrind_control -z "$SPID" >/dev/null 2>&1
+    m1=$(mark "$CPID" "$TMP/marks" 1)
+    sleep "$SECS"
+    m2=$(mark "$CPID" "$TMP/marks" 2)
+    callgrind_control -d "$SPID" >/dev/null 2>&1
+    stop_pid "$CPID"
+    stop_pid "$SPID"
+    marks=$((m2 - m1))
+    f=$(ls "$cg".*.1 2>/dev/null | head -n 1)
+    if [ $marks -le 0 ] || [ -z "$f" ]; then
+        say "   $s, $c conns: no profile"
+        return
+    fi
+    # summary: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw (trailing zeros left out)
+    sum=$(sed -n 's/^summary: *//p' "$f" | head -n 1)
+    ir=$(echo "$sum" | cut -d' ' -f1)
+    msgs=$(cg_writes "$f")
+    [ "$msgs" -gt 0 ] || msgs=$marks
+    per=$(awk -v a="$ir" -v m="$msgs" 'BEGIN { printf "%.0f", a / m }')
+    put "ir.$s.$c" "$per"
+    put "d1.$s.$c" "$(echo "$sum" | awk -v m="$msgs" '{ printf "%.2f", ($5 + $6) / m }')"
+    {
+        echo "## $s, $c connections: $ir instructions for $msgs messages (writes; client marks: $marks)"
+        echo "self instructions and simulated D1 misses (read+write) per message, by function:"
+        cg_self "$f" "$msgs" | head -n 25
+        echo
+    } >>"$OUT/profile-callgrind.txt"
+    echo "   $s, $c conns: $per instructions/msg over $msgs msgs" >&2
 }
 
 # ---- pump -------------------------------------------------------------------------------
@@ -301,6 +316,35 @@ run_pump() {
             echo "   run $r $p: $mb MB/s" >&2
         done
         r=$((r + 1))
+    done
+    pump_syscalls $recvs
+}
+
+# One more pass of 512 MiB per receiver under perf's syscall tracepoints (strace when perf
+# cannot): syscalls per 64 KiB received, which is what separates the receivers.
+pump_syscalls() {
+    bytes=536870912
+    for p in "$@"; do
+        next_port
+        if [ "$have_perf" = 1 ]; then
+            perf stat -x, -e raw_syscalls:sys_enter -o "$TMP/psys" -- \
+                taskset -c $S_CPU "$B/pump_$p" $PORT >/dev/null 2>>"$LOG" &
+        else
+            strace -f -c -o "$TMP/psys" taskset -c $S_CPU "$B/pump_$p" $PORT >/dev/null 2>>"$LOG" &
+        fi
+        rp=$!
+        PIDS="$PIDS $rp"
+        timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $PORT $bytes >/dev/null 2>>"$LOG"
+        wait $rp 2>/dev/null
+        if [ "$have_perf" = 1 ]; then
+            n=$(awk -F, '$3 ~ /raw_syscalls/ { print $1 }' "$TMP/psys")
+        else
+            n=$(awk '$NF == "total" { print $4 }' "$TMP/psys")
+        fi
+        [ -n "$n" ] || continue
+        per=$(awk -v n="$n" -v b=$bytes 'BEGIN { printf "%.2f", n / (b / 65536) }')
+        put "pumpsys.$p" "$per"
+        echo "   $p: $per syscalls per 64 KiB" >&2
     done
 }
 
@@ -375,8 +419,8 @@ run_others() {
 
 # ---- report -------------------------------------------------------------------------------
 report() {
-    awk -v servers="$SERVERS" -v conns="$CONNS" -v secs="$SECS" -v runs="$RUNS" \
-        -v gp="$TMP/plot.dat" -v gp2="$TMP/plot2.dat" '
+    awk -v servers="$SERVERS" -v conns="$CONNS" -v cgconns="$CG_CONNS" -v secs="$SECS" -v runs="$RUNS" \
+        -v gp="$TMP/plot.dat" -v gp2="$TMP/plot2.dat" -v gp3="$TMP/plot3.dat" -v gp4="$TMP/plot4.dat" '
     { v[$1] = v[$1] " " $2; n[$1]++ }
     function sorted(k, a,   m, i, j, t) {
         m = split(v[k], a, " ")
@@ -402,17 +446,25 @@ report() {
         if (n[k] > 1) s = s " (" fmt(lo(k)) "-" fmt(hi(k)) ")"
         return s
     }
-    function ratio(a, b,   x, y) {
+    # Median ratio; with several runs also the ratio of the best runs (the highest
+    # throughput or the lowest cost: the runs least disturbed by other work).
+    function ratio(a, b, higher,   x, y, s) {
         x = med(a); y = med(b)
         if (x == "" || y == "" || y == 0) return "-"
-        return sprintf("%.2fx", x / y)
+        s = sprintf("%.2fx", x / y)
+        if (n[a] > 1 && n[b] > 1) {
+            x = higher ? hi(a) : lo(a); y = higher ? hi(b) : lo(b)
+            if (y > 0) s = s sprintf(" (best %.2fx)", x / y)
+        }
+        return s
     }
-    function row(title, pre, post, lim, uv,   i, s, line, any) {
+    function row(title, pre, post, lim, uv,   i, s, line, any, h) {
         for (i = 1; i <= ns; i++) if ((pre sv[i] post) in v) any = 1
         if (!any) return
+        h = title ~ /higher better/
         line = "| " title
         for (i = 1; i <= ns; i++) line = line " | " cell(pre sv[i] post)
-        line = line " | " ratio(pre "rill" post, pre lim post) " | " ratio(pre "rill" post, pre uv post) " |"
+        line = line " | " ratio(pre "rill" post, pre lim post, h) " | " ratio(pre "rill" post, pre uv post, h) " |"
         print line
     }
     END {
@@ -432,8 +484,11 @@ report() {
             row("syscalls/msg @100, strace (lower better)", "sys.", ".total", "epoll", "uv")
         if ("psys.rill.total" in v || "psys.epoll.total" in v)
             row("syscalls/msg @100, perf (lower better)", "psys.", ".total", "epoll", "uv")
-        if ("ir.rill" in v || "ir.epoll" in v)
-            row("instructions/msg @100, callgrind (lower better)", "ir.", "", "epoll", "uv")
+        ng = split(cgconns, gv, " ")
+        for (j = 1; j <= ng; j++)
+            row("instructions/msg @" gv[j] ", callgrind (lower better)", "ir.", "." gv[j], "epoll", "uv")
+        for (j = 1; j <= ng; j++)
+            row("D1 misses/msg @" gv[j] ", callgrind sim (lower better)", "d1.", "." gv[j], "epoll", "uv")
         if ("idle.rill" in v || "idle.epoll" in v)
             row("idle bytes/conn, 10k conns (lower better)", "idle.", "", "epoll", "uv")
         print ""
@@ -441,7 +496,11 @@ report() {
             print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill/limit | rill/libuv |"
             print "|---|---:|---:|---:|---:|---:|"
             print "| MB/s (higher better) | " cell("pump.rill") " | " cell("pump.block") " | " cell("pump.uv") \
-                " | " ratio("pump.rill", "pump.block") " | " ratio("pump.rill", "pump.uv") " |"
+                " | " ratio("pump.rill", "pump.block", 1) " | " ratio("pump.rill", "pump.uv", 1) " |"
+            if ("pumpsys.rill" in v || "pumpsys.block" in v)
+                print "| syscalls per 64 KiB (lower better) | " cell("pumpsys.rill") " | " cell("pumpsys.block") \
+                    " | " cell("pumpsys.uv") " | " ratio("pumpsys.rill", "pumpsys.block") " | " \
+                    ratio("pumpsys.rill", "pumpsys.uv") " |"
             print ""
         }
         nt = 0
@@ -470,6 +529,14 @@ report() {
             }
             print line > gp; print line2 > gp2
         }
+        for (j = 1; j <= ng; j++) {
+            line = "\"" gv[j] " conn\""; any = 0
+            for (i = 1; i <= ns; i++) { c = med("ir." sv[i] "." gv[j]); line = line " " (c != "" ? c : "NaN"); if (c != "") any = 1 }
+            if (any) print line > gp3
+        }
+        line = "\"10k idle conns\""; any = 0
+        for (i = 1; i <= ns; i++) { c = med("idle." sv[i]); line = line " " (c != "" && c >= 1 ? c : 1); if (c != "") any = 1 }
+        if (any) print line > gp4
         x = med("pump.rill"); y = med("pump.block"); u = med("pump.uv")
         if (y > 0) {
             line = "\"pump\""
@@ -483,18 +550,23 @@ report() {
         }
     }
     function tr(title, k) {
-        print "| " title " | " cell(k "rill") " | " cell(k "libuv") " | " ratio(k "rill", k "libuv") " |"
+        print "| " title " | " cell(k "rill") " | " cell(k "libuv") " | " ratio(k "rill", k "libuv", 0) " |"
     }' "$RAW"
 }
 
 plot() {
     command -v gnuplot >/dev/null 2>&1 || { say "gnuplot missing: no chart"; return; }
     [ -s "$TMP/plot.dat" ] || return
-    ncol=$(echo $SERVERS | wc -w)
-    gnuplot >>"$LOG" 2>&1 <<EOF
-set terminal pngcairo size 1200,520 font ",10"
+    last=$(($(echo $SERVERS | wc -w) + 1))
+    panels=2
+    [ -s "$TMP/plot3.dat" ] && panels=$((panels + 1))
+    [ -s "$TMP/plot4.dat" ] && panels=$((panels + 1))
+    rows=$(((panels + 1) / 2))
+    {
+        cat <<EOF
+set terminal pngcairo size 1200,$((rows * 440 + 40)) font ",10"
 set output '$OUT/latest.png'
-set multiplot layout 1,2 title "rill bench $(date -u +%Y-%m-%d) - medians of $RUNS runs, ${SECS}s windows, server and client on separate CPUs"
+set multiplot layout $rows,2 title "rill bench $(date -u +%Y-%m-%d): medians of $RUNS runs, ${SECS} s windows, server and client on separate CPUs"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -505,13 +577,28 @@ set yrange [0:*]
 set title "throughput relative to the limit (epoll; pump: blocking read)"
 set ylabel "ratio (higher is better)"
 plot '$TMP/plot.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
-     for [i=3:$((ncol + 1))] '' using i title columnhead(i) noenhanced
-set title "server CPU per message (ping-pong)"
+     for [i=3:$last] '' using i title columnhead(i) noenhanced
+set title "server CPU per message (ping-pong; user + kernel)"
 set ylabel "microseconds (lower is better)"
 plot '$TMP/plot2.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
-     for [i=3:$((ncol + 1))] '' using i title columnhead(i) noenhanced
-unset multiplot
+     for [i=3:$last] '' using i title columnhead(i) noenhanced
+set logscale y
+set yrange [1:*]
 EOF
+        [ -s "$TMP/plot3.dat" ] && cat <<EOF
+set title "user-space instructions per message (callgrind)"
+set ylabel "instructions, log scale (lower is better)"
+plot '$TMP/plot3.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
+     for [i=3:$last] '' using i title columnhead(i) noenhanced
+EOF
+        [ -s "$TMP/plot4.dat" ] && cat <<EOF
+set title "server memory per idle connection (VmRSS growth; 0 is drawn as 1)"
+set ylabel "bytes, log scale (lower is better)"
+plot '$TMP/plot4.dat' using 2:xtic(1) title columnhead(2) noenhanced, \
+     for [i=3:$last] '' using i title columnhead(i) noenhanced
+EOF
+        echo "unset multiplot"
+    } | gnuplot >>"$LOG" 2>&1
 }
 
 # Column heads for gnuplot's columnhead(): a header line naming each server.
@@ -523,7 +610,7 @@ plot_headers() {
         esac
         h="$h $t"
     done
-    for f in "$TMP/plot.dat" "$TMP/plot2.dat"; do
+    for f in "$TMP/plot.dat" "$TMP/plot2.dat" "$TMP/plot3.dat" "$TMP/plot4.dat"; do
         [ -f "$f" ] && { echo "$h"; cat "$f"; } >"$f.h" && mv "$f.h" "$f"
     done
 }
@@ -552,7 +639,9 @@ cp "$RAW" "$OUT/latest.raw"
 {
     echo "# rill bench - $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "Commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) CPUs" \
+    dirty=$(git -C "$HERE/.." status --porcelain -- src include 2>/dev/null | wc -l)
+    echo "Commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        "(plus $dirty uncommitted files under src/ and include/ at the time); $(nproc) CPUs" \
         "($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)); servers on CPU $S_CPU," \
         "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell," \
         "1 s warm-up + ${SECS} s window; median (min-max).  Ratios compare medians; for costs" \
