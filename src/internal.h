@@ -305,29 +305,32 @@ typedef struct rill__wdone rill__wdone;
 typedef struct rill__freq rill__freq;
 
 struct rill_stream {
+    /* The echo path reads and writes the first three cache lines only. */
     rill_loop *loop;
     const rill__transport *tp;
-    void *tpdata;            /* the transport's own state */
     rill__io io;             /* io.fd: the fd, or -1 */
     uint32_t flags;          /* RILL__S_* */
     uint16_t dflags;         /* RILL__D_* */
     uint16_t submask;        /* bit per event type with a live subscription */
     int refs;
     int err;                 /* first error */
-    int pending_err;         /* RILL__D_ERROR */
-    int emitting;            /* nesting depth of event dispatch */
     rill_sub *subs;          /* subscriptions, in order */
-    rill__buf wq;            /* write queue bytes */
-    rill__list wdone;        /* completions, by cumulative byte offset */
+    rill__tnode tnode;
+    rill__list frames;       /* framing requests */
+    size_t high, max_buffer;
     uint64_t wq_written;     /* bytes of the queue written so far (for completions) */
     uint64_t wq_total;       /* bytes ever queued */
-    size_t written_pending;  /* for the WRITE event */
+    rill__buf wq;            /* write queue bytes */
     rill__buf in;            /* unconsumed input (framing) */
-    rill__list frames;       /* framing requests */
-    rill__tnode tnode;
-    uint64_t timeout_ms;
+    /* Colder state. */
+    rill__list wdone;        /* completions, by cumulative byte offset */
+    size_t written_pending;  /* for the WRITE event */
+    size_t low;
+    int pending_err;         /* RILL__D_ERROR */
+    int emitting;            /* nesting depth of event dispatch */
+    void *tpdata;            /* the transport's own state */
     rill__defer defer;
-    size_t low, high, max_buffer;
+    uint64_t timeout_ms;
     void *data;
     rill_server *server;     /* the server that accepted it */
     rill__list srv_link;     /* in the server's connection set */

@@ -367,7 +367,7 @@ static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
     }
     ssize_t r;
     do
-        r = writev(fd, iov, n);
+        r = n == 1 ? write(fd, iov[0].iov_base, iov[0].iov_len) : writev(fd, iov, n);
     while (r < 0 && errno == EINTR);
     int err = r < 0 ? rill__errno() : 0;
     if (err == RILL_EPIPE)
@@ -382,6 +382,8 @@ static ssize_t fd_writev(rill_stream *s, const struct iovec *iov, int n)
     if (!(s->tp->flags & RILL__TP_SOCKET))
         return fd_writev_pipe(s->io.fd, iov, n);
     ssize_t r;
+    if (rill__sigpipe_blocked()) /* inside rill_loop_run: plain write(2) is cheaper */
+        return fd_writev_pipe(s->io.fd, iov, n);
     if (n == 1) {
         do
             r = send(s->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
