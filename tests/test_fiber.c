@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -811,6 +812,51 @@ static void test_connect_refused(void **state)
     th_loop_free(loop);
 }
 
+/* ---- one loop per thread ------------------------------------------------------------------ */
+
+typedef struct {
+    int done;
+    int failures;
+} thread_ctx;
+
+static void thread_fiber(void *arg)
+{
+    thread_ctx *t = arg;
+    for (int i = 0; i < 20; i++)
+        if (rill_fiber_sleep(i % 2) != 0)
+            t->failures++;
+    t->done++;
+}
+
+static void *thread_main(void *arg)
+{
+    thread_ctx *t = arg;
+    rill_loop *loop = rill_loop_new(NULL);
+    if (!loop)
+        return NULL;
+    for (int i = 0; i < 50; i++)
+        rill_fiber_detach(rill_fiber_spawn(loop, thread_fiber, t, 0));
+    rill_loop_run(loop, RILL_RUN_DEFAULT);
+    if (rill_loop_free(loop) != 0)
+        t->failures++;
+    return NULL;
+}
+
+/* Fibers of loops in different threads never meet: the scheduler's state is per thread. */
+static void test_threads(void **state)
+{
+    (void)state;
+    pthread_t th[3];
+    thread_ctx t[3] = {{0, 0}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, thread_main, &t[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(t[i].done, 50);
+        assert_int_equal(t[i].failures, 0);
+    }
+}
+
 /* ---- every allocation may fail --------------------------------------------------------------- */
 
 typedef struct {
@@ -952,7 +998,7 @@ static const struct CMUnitTest core_tests[] = {
     cmocka_unit_test(test_deadline),       cmocka_unit_test(test_cancel_read),
     cmocka_unit_test(test_cancel_sleep),   cmocka_unit_test(test_write_backpressure),
     cmocka_unit_test(test_write_deadline), cmocka_unit_test(test_stack_overflow),
-    cmocka_unit_test(test_alloc_failures),
+    cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_threads),
 };
 
 static char self_path[4096];
