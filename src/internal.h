@@ -136,7 +136,16 @@ char *rill__loop_scratch(rill_loop *loop, size_t *len);
 /* The stream inactivity default from rill_loop_opts (0 = never). */
 uint64_t rill__loop_stream_timeout(const rill_loop *loop);
 /* True when the calling thread runs rill_loop_run with SIGPIPE blocked. */
-bool rill__sigpipe_blocked(void);
+extern __attribute__((tls_model("initial-exec"))) _Thread_local int rill__sigpipe_depth;
+static inline bool rill__sigpipe_blocked(void)
+{
+    return rill__sigpipe_depth > 0;
+}
+/* The loop's cached clock (rill_loop_now without a call: `now` is the loop's first field). */
+static inline uint64_t rill__now(const rill_loop *loop)
+{
+    return *(const uint64_t *)(const void *)loop;
+}
 /* After an EPIPE from a pipe write: consumes the SIGPIPE that write raised, if the thread
  * had it blocked, so it is never delivered. */
 void rill__sigpipe_consume(void);
@@ -156,7 +165,13 @@ void rill__tnode_init(rill__tnode *t);
 /* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM. */
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *));
 void rill__tnode_disarm(rill__tnode *t);
-void rill__tnode_touch(rill_loop *loop, rill__tnode *t);
+void rill__tnode_move(rill_loop *loop, rill__tnode *t);
+/* Records activity: O(1), and only a compare when the node was touched this iteration. */
+static inline void rill__tnode_touch(rill_loop *loop, rill__tnode *t)
+{
+    if (t->group && t->last != rill__now(loop))
+        rill__tnode_move(loop, t);
+}
 
 /* ---- pollers (src/poll/): one table per backend --------------------------------------- */
 

@@ -12,7 +12,12 @@
 
 #define RILL__SCRATCH (64 * 1024)
 
-static _Thread_local int sigpipe_depth; /* > 0 while this thread runs a loop */
+/* > 0 while this thread runs a loop.  initial-exec: read on every write, it must be one
+ * instruction, not a call to __tls_get_addr. */
+__attribute__((tls_model("initial-exec"))) _Thread_local int rill__sigpipe_depth;
+#define sigpipe_depth rill__sigpipe_depth
+
+static_assert(offsetof(struct rill_loop, now) == 0, "rill__now reads the clock at offset 0");
 
 static uint64_t clock_ms(void)
 {
@@ -205,11 +210,6 @@ uint64_t rill__loop_stream_timeout(const rill_loop *loop)
 /* ---- SIGPIPE: blocked in the loop thread while rill_loop_run runs, so a write to a pipe
  * whose reader is gone returns EPIPE instead of killing the process.  The process-wide
  * disposition is never touched. ------------------------------------------------------- */
-
-bool rill__sigpipe_blocked(void)
-{
-    return sigpipe_depth > 0;
-}
 
 void rill__sigpipe_consume(void)
 {
@@ -417,14 +417,12 @@ void rill__tnode_disarm(rill__tnode *t)
     t->group = NULL;
 }
 
-void rill__tnode_touch(rill_loop *loop, rill__tnode *t)
+void rill__tnode_move(rill_loop *loop, rill__tnode *t)
 {
     /* The list stays sorted by `last` because the cached clock never goes back. */
-    if (t->group && t->last != loop->now) {
-        t->last = loop->now;
-        rill__list_remove(&t->link);
-        rill__list_insert_tail(&t->group->nodes, &t->link);
-    }
+    t->last = loop->now;
+    rill__list_remove(&t->link);
+    rill__list_insert_tail(&t->group->nodes, &t->link);
 }
 
 static void run_tgroups(rill_loop *loop)

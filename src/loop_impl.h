@@ -22,9 +22,9 @@ struct rill__tgroup {
 typedef struct rill__pool rill__pool;
 
 struct rill_loop {
+    uint64_t now; /* first: rill__now reads it without a call (internal.h) */
     const rill__poller *poller;
     void *pstate;
-    uint64_t now;
     bool running, stop;
     size_t active;  /* rill__loop_ref */
     size_t handles; /* rill__handle_add */

@@ -353,46 +353,47 @@ static ssize_t fd_read(rill_stream *s, void *buf, size_t len)
     return n < 0 ? rill__errno() : n;
 }
 
-/* Writes to a pipe or device: SIGPIPE is blocked in the loop thread while the loop runs;
- * outside rill_loop_run it is blocked around this one call.  Either way a SIGPIPE raised
- * by EPIPE is consumed, never delivered. */
-static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
+/* write(2)/writev(2) that consumes the SIGPIPE an EPIPE raised (the caller has SIGPIPE
+ * blocked, so it is pending, never delivered). */
+static ssize_t raw_writev(int fd, const struct iovec *iov, int n)
 {
-    sigset_t set, old;
-    bool guard = !rill__sigpipe_blocked();
-    if (guard) {
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &set, &old);
-    }
     ssize_t r;
     do
         r = n == 1 ? write(fd, iov[0].iov_base, iov[0].iov_len) : writev(fd, iov, n);
     while (r < 0 && errno == EINTR);
-    int err = r < 0 ? rill__errno() : 0;
+    if (r >= 0)
+        return r;
+    int err = rill__errno();
     if (err == RILL_EPIPE)
         rill__sigpipe_consume();
-    if (guard)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return err ? err : r;
+    return err;
 }
 
+/* Writes to a pipe or device: SIGPIPE is blocked in the loop thread while the loop runs;
+ * outside rill_loop_run it is blocked around this one call. */
+static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
+{
+    if (rill__sigpipe_blocked())
+        return raw_writev(fd, iov, n);
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    ssize_t r = raw_writev(fd, iov, n);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+/* Sockets: inside the loop plain write(2) is cheapest (SIGPIPE is blocked there);
+ * outside it, send with MSG_NOSIGNAL. */
 static ssize_t fd_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    if (!(s->tp->flags & RILL__TP_SOCKET))
+    if (rill__sigpipe_blocked() || !(s->tp->flags & RILL__TP_SOCKET))
         return fd_writev_pipe(s->io.fd, iov, n);
-    ssize_t r;
-    if (rill__sigpipe_blocked()) /* inside rill_loop_run: plain write(2) is cheaper */
-        return fd_writev_pipe(s->io.fd, iov, n);
-    if (n == 1) {
-        do
-            r = send(s->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        while (r < 0 && errno == EINTR);
-        return r < 0 ? rill__errno() : r;
-    }
     struct msghdr m = {0};
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)n;
+    ssize_t r;
     do
         r = sendmsg(s->io.fd, &m, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
