@@ -92,13 +92,17 @@ typedef struct wreq {
     bool done;
 } wreq;
 
-static int mech = MECH_UCONTEXT;
+#ifdef RILL__CTX_ASM
+static int mech = MECH_UCONTEXT; /* chosen once per process by mech_pick */
+#endif
 static pthread_once_t mech_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
 
 static _Thread_local rill_fiber *tl_current;
 static _Thread_local lstate *tl_loops;
+#ifdef RILL__CTX_ASM
 static _Thread_local void *tl_main_sp;
+#endif
 static _Thread_local ucontext_t tl_main_uc;
 #ifdef FIBER_ASAN
 static _Thread_local const void *tl_main_bottom;
