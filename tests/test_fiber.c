@@ -474,6 +474,11 @@ static void stuck_writer(void *arg)
     free(data);
     FCHECK(!(rill_stream_is_closed(p->s))); /* the bytes stay queued */
     FCHECK(rill_stream_write_queue_size(p->s) > 0);
+    /* the shutdown waits behind the queue: it times out and goes on in the background;
+     * its late completion (cancelled by the close) finds the call gone */
+    FCHECK_EQ(rill_fiber_shutdown(p->s, deadline_in(p->loop, 20)), RILL_ETIMEDOUT);
+    FCHECK(!rill_stream_is_closed(p->s));
+    FCHECK_EQ(rill_fiber_write(p->s, "x", 1, 0), RILL_EPIPE); /* shut down for writes */
     rill_stream_close(p->s);
 }
 
