@@ -98,10 +98,15 @@ static int mech = MECH_UCONTEXT; /* chosen once per process by mech_pick */
 static pthread_once_t mech_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
 
-static _Thread_local rill_fiber *tl_current;
+/* The two variables every switch touches use the initial-exec TLS model: in the shared
+ * library the default model costs a __tls_get_addr call per access.  16 bytes of static TLS
+ * are within what glibc keeps for libraries loaded later with dlopen. */
+#define HOT_TLS __attribute__((tls_model("initial-exec")))
+
+static _Thread_local rill_fiber *tl_current HOT_TLS;
 static _Thread_local lstate *tl_loops;
 #ifdef RILL__CTX_ASM
-static _Thread_local void *tl_main_sp;
+static _Thread_local void *tl_main_sp HOT_TLS;
 #endif
 static _Thread_local ucontext_t tl_main_uc;
 #ifdef FIBER_ASAN
