@@ -40,8 +40,9 @@
 
 #define DEFAULT_STACK (64 * 1024)
 #define MIN_STACK (16 * 1024)
-/* The keep-alive timer only has to exist; it wakes the loop once an hour. */
-#define KEEPALIVE_MS (3600u * 1000u)
+/* The keep-alive timer makes live fibers count as work.  Its tick also runs fibers whose
+ * wake-up could not be deferred (rill_loop_defer out of memory), so it is not longer. */
+#define KEEPALIVE_MS (60u * 1000u)
 #define WREQ_CACHE 64
 
 enum { F_READY, F_RUNNING, F_SUSPENDED, F_DONE };
@@ -307,9 +308,14 @@ static int ctx_new(rill_fiber *f)
 
 /* ---- per-loop state -------------------------------------------------------------------------- */
 
+static void run_ready(void *arg);
+
 static void keepalive(rill_timer *t, void *arg)
 {
-    (void)t, (void)arg;
+    lstate *ls = arg;
+    (void)t;
+    if (!ls->runner && !rill__list_empty(&ls->ready))
+        run_ready(ls); /* wake-ups that found no memory for their deferred call */
 }
 
 static lstate *lstate_find(rill_loop *loop)
@@ -387,18 +393,24 @@ static void run_ready(void *arg)
     lstate_release(ls);
 }
 
+/* Queues f to run from the loop.  RILL_ENOMEM: f is queued all the same, but only the
+ * keep-alive tick will run it. */
 static int make_ready(rill_fiber *f)
 {
     lstate *ls = f->ls;
-    if (!ls->runner) {
-        int rc = rill_loop_defer(ls->loop, 0, run_ready, ls);
-        if (rc < 0)
-            return rc;
+    int rc = 0;
+    if (!ls->runner && (rc = rill_loop_defer(ls->loop, 0, run_ready, ls)) == 0)
         ls->runner = true;
-    }
     f->state = F_READY;
     rill__list_insert_tail(&ls->ready, &f->link);
-    return 0;
+    return rc;
+}
+
+/* Takes f back out of the ready list after make_ready failed (it is running). */
+static void unready(rill_fiber *f)
+{
+    rill__list_remove(&f->link);
+    f->state = F_RUNNING;
 }
 
 /* Ends a wait of f with `reason`.  `direct`: the caller is a loop callback, so f may run
@@ -411,7 +423,7 @@ static void wake(rill_fiber *f, int reason, bool direct)
     if (direct && !tl_current) {
         resume(f);
     } else if (make_ready(f) < 0) {
-        rill__log(RILL_LOG_ERROR, "fiber wake-up deferred to the keep-alive: out of memory");
+        rill__log(RILL_LOG_ERROR, "fiber wake-up delayed to the keep-alive tick: out of memory");
     }
 }
 
@@ -522,8 +534,8 @@ rill_fiber *rill_fiber_spawn(rill_loop *loop, void (*fn)(void *), void *arg, siz
     int rc = stack_new(f, stack_size);
     if (rc == 0)
         rc = ctx_new(f);
-    if (rc == 0)
-        rc = make_ready(f);
+    if (rc == 0 && (rc = make_ready(f)) < 0)
+        rill__list_remove(&f->link);
     if (rc == 0 && (rc = live_add(ls)) < 0)
         rill__list_remove(&f->link);
     if (rc < 0) {
@@ -566,8 +578,10 @@ int rill_fiber_sleep(uint64_t ms)
         return RILL_ECANCELED;
     if (ms == 0) { /* yield: to the back of the ready list */
         int rc = make_ready(f);
-        if (rc < 0)
+        if (rc < 0) {
+            unready(f);
             return rc;
+        }
         switch_out(f, false);
         return f->cancelled ? RILL_ECANCELED : 0;
     }
