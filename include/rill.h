@@ -14,5 +14,6 @@
 #include "rill/tty.h"
 #include "rill/udp.h"
 #include "rill/pipe.h"
+#include "rill/fiber.h"
 
 #endif
