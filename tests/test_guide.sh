@@ -11,6 +11,12 @@ failed=0
 lib="$B/librill.a"
 [ -f "$lib" ] || lib=$(find "$B" -maxdepth 2 -name 'librill.a' -print -quit)
 libs="-lpcre2-8"
+san="" # a sanitizer build's library needs the same runtime
+syms=$(nm "$lib" 2>/dev/null | grep -oE '__(a|ub|t)san_' | sort -u)
+for kind in asan:address ubsan:undefined tsan:thread; do
+    echo "$syms" | grep -q "__${kind%%:*}_" && san="$san,${kind#*:}"
+done
+[ -n "$san" ] && san="-fsanitize=${san#,}"
 for dep in liburing openssl; do # optional in the build: link them when they are there
     pkg-config --exists "$dep" 2>/dev/null && libs="$libs $(pkg-config --libs "$dep")"
 done
@@ -36,7 +42,7 @@ for i in $(seq 1 "$count"); do
     name="guide_block_$i"
     echo "[ RUN      ] $name"
     # shellcheck disable=SC2086
-    if cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -I"$S/include" \
+    if cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror $san -I"$S/include" \
         "$T/block_$i.c" "$lib" $libs -lpthread -o "$T/block_$i" >"$T/$name.log" 2>&1; then
         echo "[       OK ] $name"
     else
