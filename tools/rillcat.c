@@ -1314,7 +1314,7 @@ static int check_pair(int n, char **args)
     if (app.addr[0].kind == app.addr[1].kind && app.addr[0].kind <= A_ECHO)
         refuse("%s on both sides", app.addr[0].kind == A_ECHO ? "echo" : "stdio");
     else if (opt.keep && listens != 1)
-        refuse("-k keeps one listen address listening; %s", listens ? "here are two" : "there is none");
+        refuse("needs exactly one listen address (%s)", listens ? "there are two" : "there is none");
     else
         return -1;
     return usage_error(opt.keep && listens != 1 ? "-k" : NULL);
