@@ -384,7 +384,9 @@ void rill__frame_feed(rill_stream *s, const char *data, size_t n)
     uint32_t feeding = s->flags & RILL__S_FEEDING;
     s->flags |= RILL__S_FEEDING;
     s->refs++;
-    if (n && s->in.len && head(s)) {
+    if (s->in.len && head(s))
+        serve_buffered(s); /* a request made since the last feed: its bytes are here */
+    if (n && s->in.len && head(s) && !(s->flags & RILL__S_CLOSED)) {
         size_t took = complete_straddling(s, data, n);
         data += took;
         n -= took;
@@ -416,6 +418,8 @@ void rill__frame_feed(rill_stream *s, const char *data, size_t n)
         rill__stream_read_buffered(s);
     }
     s->flags = (s->flags & ~RILL__S_FEEDING) | feeding;
+    if (!feeding && (s->flags & RILL__S_EOF))
+        rill__stream_eof_settle(s); /* requests after EOF: served, then EOF */
     if (!(s->flags & RILL__S_CLOSED))
         rill__stream_update(s);
     rill_stream_unref(s);

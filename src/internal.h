@@ -303,6 +303,7 @@ enum {
     RILL__S_WATCH_W = 1u << 14,   /* waiting for writability */
     RILL__S_WBUSY = 1u << 15,     /* ASYNC transports: a write is in flight */
     RILL__S_FEEDING = 1u << 16,   /* inside rill__frame_feed: it updates the state once at its end */
+    RILL__S_EOF_DONE = 1u << 17,  /* EOF reported (event or graceful close) */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */
@@ -392,6 +393,9 @@ void rill__frame_free(rill_stream *s);
 bool rill__stream_wants_read(const rill_stream *s);
 /* Emits READ for buffered bytes (s->in) when READ handlers read. */
 void rill__stream_read_buffered(rill_stream *s);
+/* After EOF: once no buffered input is left for requests, reports EOF (event, or a
+ * graceful close when nobody handles EOF).  A no-op before EOF or after reporting. */
+void rill__stream_eof_settle(rill_stream *s);
 
 /* server.c sets this when it creates its first server: a closed connection leaves its
  * server's set (stream.c calls it for streams whose `server` is set). */

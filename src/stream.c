@@ -458,21 +458,36 @@ void rill__stream_read_buffered(rill_stream *s)
     }
 }
 
+/* Input that framing requests may still take stays for them: EOF is reported when the
+ * buffer has been consumed, so bytes are never dropped by the close that follows EOF. */
+void rill__stream_eof_settle(rill_stream *s)
+{
+    if ((s->flags & (RILL__S_EOF | RILL__S_EOF_DONE | RILL__S_CLOSED)) != RILL__S_EOF)
+        return;
+    if (!rill__list_empty(&s->frames))
+        rill__frame_finish(s, RILL_EOF); /* the first request gets what is left */
+    if (s->flags & RILL__S_CLOSED)
+        return;
+    rill__stream_read_buffered(s);
+    if ((s->flags & RILL__S_CLOSED) || s->in.len)
+        return; /* buffered bytes wait for a request */
+    s->flags |= RILL__S_EOF_DONE;
+    if (rill_stream_has_subscribers(s, RILL_EV_EOF))
+        emit_simple(s, RILL_EV_EOF, RILL_EOF, 0);
+    else
+        rill_stream_close_gracefully(s);
+}
+
 static void on_eof(rill_stream *s)
 {
     s->flags |= RILL__S_EOF;
     s->flags &= ~RILL__S_READABLE;
     rill__stream_update(s);
-    rill__frame_finish(s, RILL_EOF);
-    if (s->flags & RILL__S_CLOSED)
-        return;
-    rill__stream_read_buffered(s);
-    if (s->flags & RILL__S_CLOSED)
-        return;
-    if (rill_stream_has_subscribers(s, RILL_EV_EOF))
-        emit_simple(s, RILL_EV_EOF, RILL_EOF, 0);
-    else
-        rill_stream_close_gracefully(s);
+    if (s->in.len && !rill__list_empty(&s->frames))
+        rill__frame_feed(s, NULL, 0); /* whole frames still buffered go out first */
+    hold(s);
+    rill__stream_eof_settle(s);
+    release(s);
 }
 
 void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)

@@ -360,6 +360,60 @@ static void test_pending_flag_refuses_framing(void **state)
     assert_int_equal(f.n, 1); /* cancelled by the close */
 }
 
+/* Requests made outside their frame callback (here: from a deferred call) while bytes are
+ * buffered still find every delimiter in those bytes, whether new bytes or EOF come next. */
+typedef struct {
+    rill_loop *loop;
+    rill_stream *s;
+    frames f;
+    int refused;
+} rearm_ctx;
+
+static void rearm_frame(rill_stream *s, int status, const char *data, size_t len, void *arg);
+
+static void rearm_later(void *arg)
+{
+    rearm_ctx *c = arg;
+    int rc = rill_stream_read_until(c->s, "\n", 1, rearm_frame, c);
+    if (rc == RILL_ECLOSED)
+        c->refused++; /* every buffered frame was taken; EOF then closed the stream */
+    else
+        assert_int_equal(rc, 0);
+}
+
+static void rearm_frame(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    rearm_ctx *c = arg;
+    on_frame(s, status, data, len, &c->f);
+    if (status == 0)
+        assert_int_equal(rill_loop_defer(c->loop, 0, rearm_later, c), 0);
+}
+
+static void test_rearm_from_defer_with_buffered_bytes(void **state)
+{
+    (void)state;
+    rearm_ctx c = {.loop = th_loop_new()};
+    rill_stream *p[2];
+    pair(c.loop, p);
+    c.s = rill_stream_ref(p[1]);
+    assert_int_equal(rill_stream_read_until(p[1], "\n", 1, rearm_frame, &c), 0);
+    send_raw(p[0], "aa\nb");
+    send_raw(p[0], "b\n");
+    TH_RUN_UNTIL(c.loop, c.f.n == 2, 5000);
+    send_raw(p[0], "cc\ndd\nee\n");
+    rill_stream_close_gracefully(p[0]);
+    TH_RUN_UNTIL(c.loop, c.f.n == 5 && c.refused == 1, 5000);
+    const char *want[] = {"aa\n", "bb\n", "cc\n", "dd\n", "ee\n"};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(c.f.status[i], 0);
+        assert_int_equal(c.f.lens[i], 3);
+        assert_memory_equal(c.f.frames[i], want[i], 3);
+    }
+    assert_true(rill_stream_is_closed(c.s));
+    rill_stream_unref(c.s);
+    th_loop_free(c.loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_scan_is_linear),
         cmocka_unit_test(test_many_lines_exact),
         cmocka_unit_test(test_pending_flag_refuses_framing),
+        cmocka_unit_test(test_rearm_from_defer_with_buffered_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

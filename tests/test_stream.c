@@ -2,6 +2,8 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -656,6 +658,69 @@ static void test_inactivity_timeout(void **state)
     th_loop_free(loop);
 }
 
+/* Handlers see the time their event arrived, and activity after a long wait moves the
+ * inactivity deadline from that time (not from before the wait). */
+typedef struct {
+    int fd;
+    uint64_t wrote_at;
+} late_writer;
+
+static void *write_late(void *arg)
+{
+    late_writer *w = arg;
+    struct timespec ts = {0, 600 * 1000000};
+    nanosleep(&ts, NULL);
+    w->wrote_at = th_now_ms();
+    assert_int_equal(write(w->fd, "z", 1), 1);
+    return NULL;
+}
+
+typedef struct {
+    uint64_t read_now, timeout_at;
+    int reads, timeouts;
+} clock_ctx;
+
+static void clock_read(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)ev;
+    clock_ctx *c = arg;
+    c->read_now = rill_loop_now(rill_stream_loop(s));
+    c->reads++;
+}
+
+static void clock_timeout(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)ev;
+    clock_ctx *c = arg;
+    c->timeout_at = rill_loop_now(rill_stream_loop(s));
+    c->timeouts++;
+}
+
+static void test_clock_fresh_in_handlers(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    clock_ctx c = {0};
+    rill_stream_on(p[1], RILL_EV_READ, clock_read, &c);
+    rill_stream_on(p[1], RILL_EV_TIMEOUT, clock_timeout, &c);
+    rill_stream_start(p[1]);
+    rill_stream_set_timeout(p[1], 1000);
+    late_writer w = {rill_stream_fd(p[0]), 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, write_late, &w), 0);
+    /* one blocking iteration: nothing else is due for 1000 ms */
+    while (!c.reads)
+        rill_loop_run(loop, RILL_RUN_ONCE);
+    pthread_join(th, NULL);
+    assert_true(c.read_now >= w.wrote_at); /* not the time before the wait */
+    TH_RUN_UNTIL(loop, c.timeouts == 1, 5000);
+    assert_true(c.timeout_at >= c.read_now + 1000); /* the activity moved the deadline */
+    rill_stream_close(p[0]);
+    th_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_steal_fd),
         cmocka_unit_test(test_is_readable_detects_peer_close),
         cmocka_unit_test(test_inactivity_timeout),
+        cmocka_unit_test(test_clock_fresh_in_handlers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

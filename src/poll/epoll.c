@@ -8,16 +8,17 @@
 #define MAX_EVENTS 256
 
 typedef struct {
+    rill_loop *loop;
     int epfd;
     struct epoll_event ev[MAX_EVENTS];
 } ep_state;
 
 static int ep_init(rill_loop *loop, void **state)
 {
-    (void)loop;
     ep_state *s = rill__malloc(sizeof *s);
     if (!s)
         return RILL_ENOMEM;
+    s->loop = loop;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (s->epfd < 0) {
         int err = rill__errno();
@@ -55,6 +56,7 @@ static int ep_wait(void *state, int timeout_ms)
     int n = epoll_wait(s->epfd, s->ev, MAX_EVENTS, timeout_ms);
     if (n < 0)
         return errno == EINTR ? 0 : rill__errno();
+    rill_loop_update_time(s->loop); /* handlers see the time the events arrived */
     for (int i = 0; i < n; i++) {
         rill__io *io = s->ev[i].data.ptr;
         uint32_t e = s->ev[i].events;

@@ -5,6 +5,7 @@
 #include <poll.h>
 
 typedef struct {
+    rill_loop *loop;
     struct pollfd *pfd;
     rill__io **ios;
     int n, cap;
@@ -13,10 +14,10 @@ typedef struct {
 
 static int pl_init(rill_loop *loop, void **state)
 {
-    (void)loop;
     pl_state *s = rill__calloc(1, sizeof *s);
     if (!s)
         return RILL_ENOMEM;
+    s->loop = loop;
     *state = s;
     return 0;
 }
@@ -104,6 +105,7 @@ static int pl_wait(void *state, int timeout_ms)
     int rc = poll(s->pfd, (nfds_t)s->n, timeout_ms);
     if (rc <= 0)
         return rc < 0 && errno != EINTR ? rill__errno() : 0;
+    rill_loop_update_time(s->loop); /* handlers see the time the events arrived */
     int n = s->n; /* entries added during dispatch wait for the next poll */
     s->dispatching = true;
     for (int i = 0; i < n; i++) {
