@@ -355,7 +355,7 @@ static void close_start(close_op *op, rill_cancel *cancel)
     /* With nothing queued there is nothing to flush: the close is immediate.  The write
      * fails on a stream already shut down or broken; close_gracefully still waits for
      * its queue and CLOSE brings the error. */
-    if (s->wq.len || (s->flags & (RILL__S_WBUSY | RILL__S_CONNECTING)))
+    if (rill__wq_len(s) || (s->flags & (RILL__S_WBUSY | RILL__S_CONNECTING)))
         (void)rill_stream_write(s, NULL, 0, on_flushed, op);
     rill_stream_close_gracefully(s);
 }

@@ -18,7 +18,7 @@ struct rill__freq {
     rill__list link;
     int kind;
     size_t n;                /* BYTES: max; EXACTLY: count; UNTIL: delimiter length */
-    size_t resume;           /* REGEX: offset in s->in where the next search starts */
+    size_t resume;           /* REGEX: offset in s->x->in where the next search starts */
     char idelim[INLINE_DELIM];
     char *delim;             /* idelim, or an allocation for long delimiters */
     const rill_regex *re;
@@ -81,9 +81,9 @@ void rill_regex_free(rill_regex *re)
 
 static rill__freq *freq_get(rill_stream *s)
 {
-    rill__freq *q = s->ffree;
+    rill__freq *q = s->x->ffree;
     if (q) {
-        s->ffree = (rill__freq *)(void *)q->link.next;
+        s->x->ffree = (rill__freq *)(void *)q->link.next;
         return q;
     }
     q = rill__calloc(1, sizeof *q);
@@ -95,34 +95,36 @@ static void freq_put(rill_stream *s, rill__freq *q)
     if (q->delim != q->idelim)
         rill__free(q->delim);
     q->delim = NULL;
-    q->link.next = (rill__list *)(void *)s->ffree;
-    s->ffree = q;
+    q->link.next = (rill__list *)(void *)s->x->ffree;
+    s->x->ffree = q;
 }
 
 void rill__frame_free(rill_stream *s)
 {
-    for (rill__freq *n, *q = s->ffree; q; q = n) {
+    if (!s->x)
+        return;
+    for (rill__freq *n, *q = s->x->ffree; q; q = n) {
         n = (rill__freq *)(void *)q->link.next;
         pcre2_match_data_free(q->md);
         rill__free(q);
     }
-    s->ffree = NULL;
+    s->x->ffree = NULL;
 }
 
 static int request(rill_stream *s, rill__freq *q)
 {
-    bool starts_reading = rill__list_empty(&s->frames) && !(s->flags & RILL__S_READING) &&
+    bool starts_reading = rill__list_empty(&s->x->frames) && !(s->flags & RILL__S_READING) &&
                           !(s->flags & RILL__S_FEEDING);
-    rill__list_insert_tail(&s->frames, &q->link);
-    if (s->in.len && s->frames.next == &q->link)
-        rill__buf_find_reset(&s->in);
+    rill__list_insert_tail(&s->x->frames, &q->link);
+    if (s->x->in.len && s->x->frames.next == &q->link)
+        rill__buf_find_reset(&s->x->in);
     /* Buffered bytes may already satisfy it: serve on the next iteration, never inside
      * this call. */
-    if (s->in.len) {
+    if (s->x->in.len) {
         s->dflags |= RILL__D_FRAME;
         rill__defer_queue(s->loop, &s->defer, 0);
     }
-    if (starts_reading || s->in.len)
+    if (starts_reading || s->x->in.len)
         rill__stream_update(s); /* otherwise reading and activity do not change */
     return 0;
 }
@@ -135,9 +137,9 @@ static int check(rill_stream *s, rill_frame_fn *cb)
         return RILL_ECLOSED;
     if (s->flags & RILL__S_PENDING)
         return RILL_EPENDING; /* a splice or close_async owns the stream */
-    if (!(s->flags & RILL__S_READABLE) && !s->in.len)
+    if (!(s->flags & RILL__S_READABLE) && !rill__in_len(s))
         return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
-    return 0;
+    return rill__stream_sx(s) ? 0 : RILL_ENOMEM;
 }
 
 static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb, void *arg)
@@ -219,7 +221,7 @@ int rill_stream_read_until_regex(rill_stream *s, const rill_regex *re, rill_fram
 
 static rill__freq *head(rill_stream *s)
 {
-    return rill__list_empty(&s->frames) ? NULL : rill__container_of(s->frames.next, rill__freq, link);
+    return rill__list_empty(&s->x->frames) ? NULL : rill__container_of(s->x->frames.next, rill__freq, link);
 }
 
 /* Removes the head request and runs its callback; true when the stream still serves
@@ -249,7 +251,7 @@ static size_t match(rill_stream *s, rill__freq *q, const char *p, size_t n, size
         const char *m = q->n == 1 ? memchr(p + start, q->delim[0], n - start)
                                   : memmem(p + start, n - start, q->delim, q->n);
         size_t end = m ? (size_t)(m - p) + q->n : 0;
-        s->in.touched += (m ? end : n) - start;
+        s->x->in.touched += (m ? end : n) - start;
         return end;
     }
     default: {
@@ -273,12 +275,12 @@ static size_t serve_direct(rill_stream *s, const char *data, size_t n)
     while (pos < n && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
         size_t next, len = match(s, q, data + pos, n - pos, 0, &next);
         if (!len) {
-            q->resume = next; /* relative to what goes into s->in next */
+            q->resume = next; /* relative to what goes into s->x->in next */
             if (q->kind == F_UNTIL)
-                s->in.scanned = n - pos;
+                s->x->in.scanned = n - pos;
             break;
         }
-        if (len > s->max_buffer) {
+        if (len > s->x->max_buffer) {
             if (!complete(s, q, RILL_ENOBUFS, NULL, 0))
                 return n;
             continue;
@@ -291,37 +293,37 @@ static size_t serve_direct(rill_stream *s, const char *data, size_t n)
     return pos;
 }
 
-/* Serves requests from s->in. */
+/* Serves requests from s->x->in. */
 static void serve_buffered(rill_stream *s)
 {
     rill__freq *q;
-    while (s->in.len && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
+    while (s->x->in.len && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
         size_t next, len = 0;
         if (q->kind == F_UNTIL) {
-            ssize_t r = rill__buf_find(&s->in, q->delim, q->n);
+            ssize_t r = rill__buf_find(&s->x->in, q->delim, q->n);
             len = r > 0 ? (size_t)r : 0;
         } else if (q->kind == F_REGEX) {
-            const char *p = rill__buf_contig(&s->in, s->in.len);
+            const char *p = rill__buf_contig(&s->x->in, s->x->in.len);
             if (!p) {
                 rill__stream_error(s, RILL_ENOMEM);
                 return;
             }
-            len = match(s, q, p, s->in.len, q->resume, &next);
+            len = match(s, q, p, s->x->in.len, q->resume, &next);
             if (!len)
                 q->resume = next;
         } else {
-            len = match(s, q, NULL, s->in.len, 0, &next);
+            len = match(s, q, NULL, s->x->in.len, 0, &next);
         }
-        if (!len || len > s->max_buffer) {
-            bool full = s->in.len >= s->max_buffer || (q->kind == F_EXACTLY && q->n > s->max_buffer);
-            if (!full && (!len || len <= s->max_buffer))
+        if (!len || len > s->x->max_buffer) {
+            bool full = s->x->in.len >= s->x->max_buffer || (q->kind == F_EXACTLY && q->n > s->x->max_buffer);
+            if (!full && (!len || len <= s->x->max_buffer))
                 return; /* wait for more */
-            rill__buf_find_reset(&s->in);
+            rill__buf_find_reset(&s->x->in);
             if (!complete(s, q, RILL_ENOBUFS, NULL, 0))
                 return;
             continue;
         }
-        const char *p = rill__buf_contig(&s->in, len);
+        const char *p = rill__buf_contig(&s->x->in, len);
         if (!p) {
             rill__stream_error(s, RILL_ENOMEM);
             return;
@@ -329,8 +331,8 @@ static void serve_buffered(rill_stream *s)
         s->refs++;
         bool alive = complete(s, q, 0, p, len);
         if (alive)
-            rill__buf_consume(&s->in, len);
-        rill__buf_find_reset(&s->in);
+            rill__buf_consume(&s->x->in, len);
+        rill__buf_find_reset(&s->x->in);
         rill_stream_unref(s);
         if (!alive)
             return;
@@ -338,15 +340,15 @@ static void serve_buffered(rill_stream *s)
 }
 
 /* Where in data[0..n) a delimiter ends whose first bytes may still sit at the end of
- * s->in (the scan of s->in already found no whole delimiter).  0: none. */
+ * s->x->in (the scan of s->x->in already found no whole delimiter).  0: none. */
 static size_t until_end(rill_stream *s, rill__freq *q, const char *data, size_t n)
 {
     size_t dlen = q->n;
-    for (size_t j = RILL__MIN(dlen - 1, s->in.len); j > 0; j--) { /* earliest start first */
+    for (size_t j = RILL__MIN(dlen - 1, s->x->in.len); j > 0; j--) { /* earliest start first */
         char tail[INLINE_DELIM];
         if (j > sizeof tail || dlen - j > n)
             continue;
-        rill__buf_peek(&s->in, s->in.len - j, tail, j);
+        rill__buf_peek(&s->x->in, s->x->in.len - j, tail, j);
         if (memcmp(tail, q->delim, j) == 0 && memcmp(data, q->delim + j, dlen - j) == 0)
             return dlen - j;
     }
@@ -354,46 +356,50 @@ static size_t until_end(rill_stream *s, rill__freq *q, const char *data, size_t 
     return match(s, q, data, n, 0, &next);
 }
 
-/* The head request has bytes in s->in: take from data only what completes it, so the
+/* The head request has bytes in s->x->in: take from data only what completes it, so the
  * rest of data can be served in place.  Returns bytes taken (all of data when the frame
  * is still incomplete, or for kinds that need the whole buffer). */
 static size_t complete_straddling(rill_stream *s, const char *data, size_t n)
 {
     rill__freq *q = head(s);
     size_t take = n;
-    bool none = false; /* searched, and no delimiter ends in s->in + data */
-    if (q->kind == F_EXACTLY && q->n > s->in.len) {
-        take = RILL__MIN(n, q->n - s->in.len);
+    bool none = false; /* searched, and no delimiter ends in s->x->in + data */
+    if (q->kind == F_EXACTLY && q->n > s->x->in.len) {
+        take = RILL__MIN(n, q->n - s->x->in.len);
     } else if (q->kind == F_UNTIL && q->n <= INLINE_DELIM) {
         size_t end = until_end(s, q, data, n);
         take = end ? end : n;
         none = !end;
     }
-    if (rill__buf_append(&s->in, data, take) < 0) {
+    if (rill__buf_append(&s->x->in, data, take) < 0) {
         rill__stream_error(s, RILL_ENOMEM);
         return n;
     }
     if (none)
-        s->in.scanned = s->in.len; /* never look at these bytes again */
+        s->x->in.scanned = s->x->in.len; /* never look at these bytes again */
     serve_buffered(s);
     return take;
 }
 
 void rill__frame_feed(rill_stream *s, const char *data, size_t n)
 {
+    if (!rill__stream_sx(s)) {
+        rill__stream_error(s, RILL_ENOMEM);
+        return;
+    }
     uint32_t feeding = s->flags & RILL__S_FEEDING;
     s->flags |= RILL__S_FEEDING;
     s->refs++;
-    if (s->in.len && head(s))
+    if (s->x->in.len && head(s))
         serve_buffered(s); /* a request made since the last feed: its bytes are here */
-    if (n && s->in.len && head(s) && !(s->flags & RILL__S_CLOSED)) {
+    if (n && s->x->in.len && head(s) && !(s->flags & RILL__S_CLOSED)) {
         size_t took = complete_straddling(s, data, n);
         data += took;
         n -= took;
         if (s->flags & RILL__S_CLOSED)
             n = 0;
     }
-    if (n && !s->in.len && head(s)) {
+    if (n && !s->x->in.len && head(s)) {
         size_t took = serve_direct(s, data, n);
         data += took;
         n -= took;
@@ -405,12 +411,12 @@ void rill__frame_feed(rill_stream *s, const char *data, size_t n)
             rill__stream_emit(s, &ev);
             n = 0;
         }
-        size_t scanned = s->in.scanned;
-        if (n && rill__buf_append(&s->in, data, n) < 0)
+        size_t scanned = s->x->in.scanned;
+        if (n && rill__buf_append(&s->x->in, data, n) < 0)
             rill__stream_error(s, RILL_ENOMEM);
-        s->in.scanned = scanned;
+        s->x->in.scanned = scanned;
     } else if (n) {
-        if (rill__buf_append(&s->in, data, n) < 0)
+        if (rill__buf_append(&s->x->in, data, n) < 0)
             rill__stream_error(s, RILL_ENOMEM);
     }
     if (!(s->flags & RILL__S_CLOSED)) {
@@ -427,20 +433,22 @@ void rill__frame_feed(rill_stream *s, const char *data, size_t n)
 
 void rill__frame_finish(rill_stream *s, int status)
 {
+    if (!s->x)
+        return;
     rill__freq *q;
     s->refs++;
     while ((q = head(s))) {
         size_t len = 0;
         const char *p = NULL;
-        if (status == RILL_EOF && s->in.len) {
-            len = RILL__MIN(s->in.len, s->max_buffer);
-            p = rill__buf_contig(&s->in, len);
+        if (status == RILL_EOF && s->x->in.len) {
+            len = RILL__MIN(s->x->in.len, s->x->max_buffer);
+            p = rill__buf_contig(&s->x->in, len);
             if (!p)
                 len = 0;
         }
         complete(s, q, status, p, len);
-        if (len && s->in.len >= len)
-            rill__buf_consume(&s->in, len);
+        if (len && s->x->in.len >= len)
+            rill__buf_consume(&s->x->in, len);
         if (status == RILL_EOF && (s->flags & RILL__S_CLOSED))
             status = RILL_ECANCELED;
     }

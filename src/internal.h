@@ -165,6 +165,8 @@ void rill__tnode_init(rill__tnode *t);
 /* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM. */
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *));
 void rill__tnode_disarm(rill__tnode *t);
+/* The armed timeout in ms, 0 when not armed. */
+uint64_t rill__tnode_ms(const rill__tnode *t);
 void rill__tnode_move(rill_loop *loop, rill__tnode *t);
 /* Records activity: O(1), and only a compare when the node was touched this iteration. */
 static inline void rill__tnode_touch(rill_loop *loop, rill__tnode *t)
@@ -320,8 +322,27 @@ enum {
 typedef struct rill__wdone rill__wdone;
 typedef struct rill__freq rill__freq;
 
+/* A stream's write queue, framing and completion state, allocated on first use: an idle
+ * connection (or one whose writes always complete at once) never has one. */
+typedef struct rill__sx {
+    rill__buf wq;            /* write queue bytes */
+    rill__buf in;            /* unconsumed input (framing) */
+    rill__list frames;       /* framing requests */
+    rill__list wdone;        /* completions, by cumulative byte offset */
+    uint64_t wq_written;     /* bytes of the queue written since the extension exists */
+    uint64_t wq_total;       /* bytes queued or written since then */
+    size_t low, high, max_buffer;
+    rill__wdone *wfree;      /* recycled completion records */
+    rill__freq *ffree;       /* recycled framing requests */
+    rill_done_fn *shut_cb;
+    void *shut_arg;
+} rill__sx;
+
+#define RILL__DEFAULT_HIGH (64 * 1024)
+#define RILL__DEFAULT_MAX_BUFFER (1024 * 1024)
+
 struct rill_stream {
-    /* The echo path reads and writes the first three cache lines only. */
+    /* The echo path reads and writes the first two cache lines only. */
     rill_loop *loop;
     const rill__transport *tp;
     rill__io io;             /* io.fd: the fd, or -1 */
@@ -332,30 +353,40 @@ struct rill_stream {
     int err;                 /* first error */
     rill_sub *subs;          /* subscriptions, in order */
     rill__tnode tnode;
-    rill__list frames;       /* framing requests */
-    size_t high, max_buffer;
-    uint64_t wq_written;     /* bytes of the queue written so far (for completions) */
-    uint64_t wq_total;       /* bytes ever queued */
-    rill__buf wq;            /* write queue bytes */
-    rill__buf in;            /* unconsumed input (framing) */
-    /* Colder state. */
-    rill__list wdone;        /* completions, by cumulative byte offset */
+    rill__sx *x;             /* NULL until a write queues, a framing request, ... */
     size_t written_pending;  /* for the WRITE event */
-    size_t low;
-    int pending_err;         /* RILL__D_ERROR */
-    int emitting;            /* nesting depth of event dispatch */
     void *tpdata;            /* the transport's own state */
-    rill__defer defer;
-    uint64_t timeout_ms;
     void *data;
+    rill__defer defer;
     rill_server *server;     /* the server that accepted it */
     rill__list srv_link;     /* in the server's connection set */
-    rill__wdone *wfree;      /* recycled completion records */
-    rill__freq *ffree;       /* recycled framing requests */
-    rill_done_fn *shut_cb;
-    void *shut_arg;
-    int family;
+    int pending_err;         /* RILL__D_ERROR */
+    uint16_t emitting;       /* nesting depth of event dispatch */
+    uint8_t family;          /* AF_* (all fit in a byte) */
 };
+
+/* The stream's extension, created on first use.  NULL: out of memory. */
+rill__sx *rill__stream_sx(rill_stream *s);
+static inline size_t rill__wq_len(const rill_stream *s)
+{
+    return s->x ? s->x->wq.len : 0;
+}
+static inline size_t rill__in_len(const rill_stream *s)
+{
+    return s->x ? s->x->in.len : 0;
+}
+static inline bool rill__frames_pending(const rill_stream *s)
+{
+    return s->x && !rill__list_empty(&s->x->frames);
+}
+static inline size_t rill__stream_high(const rill_stream *s)
+{
+    return s->x ? s->x->high : RILL__DEFAULT_HIGH;
+}
+static inline size_t rill__stream_max_buffer(const rill_stream *s)
+{
+    return s->x ? s->x->max_buffer : RILL__DEFAULT_MAX_BUFFER;
+}
 
 /* Creates a stream over transport tp (refs 1, open).  fd may be -1.  The caller sets the
  * READABLE / WRITABLE / IPC flags and tpdata.  NULL with errno ENOMEM. */

@@ -13,7 +13,7 @@
 #define MAX_RECV_FDS 32 /* fds accepted per recvmsg; the kernel closes any beyond */
 
 /* An fd waiting to be sent: it goes with the byte at `off` of the write queue (counted as
- * s->wq_written / s->wq_total count), so it reaches the peer with the bytes of its
+ * s->x->wq_written / wq_total count), so it reaches the peer with the bytes of its
  * rill_stream_write_handle and not a byte earlier or later. */
 typedef struct {
     uint64_t off;
@@ -138,7 +138,7 @@ static size_t next_part(rill_stream *s, uint64_t at, size_t left, int *fd)
 }
 
 /* The transport's writev: as many sendmsg calls as the pending fds split the bytes into.
- * stream.c hands over the queue from its front, whose offset is s->wq_written. */
+ * stream.c hands over the queue from its front, whose offset is s->x->wq_written. */
 static ssize_t ipc_writev(rill_stream *s, const struct iovec *iov, int n)
 {
     ipc_state *st = s->tpdata;
@@ -149,7 +149,8 @@ static ssize_t ipc_writev(rill_stream *s, const struct iovec *iov, int n)
         total += iov[i].iov_len;
     while (sent < total) {
         int fd;
-        size_t limit = next_part(s, s->wq_written + sent, total - sent, &fd), want;
+        /* records exist only once the stream has its extension (write_handle made it) */
+        size_t limit = next_part(s, s->x->wq_written + sent, total - sent, &fd), want;
         struct iovec part[MAX_PART];
         int k = iov_slice(iov, n, sent, limit, part, &want);
         ssize_t r = send_part(s->io.fd, part, k, fd);
@@ -175,12 +176,12 @@ int rill_stream_write_handle(rill_stream *s, const void *data, size_t len, rill_
     if (sfd < 0)
         return sfd;
     ipc_state *st = state_get(s);
-    if (!st)
+    if (!st || !rill__stream_sx(s)) /* the queue's byte offsets place the fd */
         return RILL_ENOMEM;
     int dup = fcntl(sfd, F_DUPFD_CLOEXEC, 3);
     if (dup < 0)
         return rill__errno();
-    uint64_t off = s->wq_total;
+    uint64_t off = s->x->wq_total;
     int rc = pending_push(st, off, dup);
     if (rc < 0) {
         close(dup);

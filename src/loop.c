@@ -411,6 +411,11 @@ int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)
     return 0;
 }
 
+uint64_t rill__tnode_ms(const rill__tnode *t)
+{
+    return t->group ? t->group->ms : 0;
+}
+
 void rill__tnode_disarm(rill__tnode *t)
 {
     rill__list_remove(&t->link);

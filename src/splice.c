@@ -140,7 +140,7 @@ static void shut_sink(dir_t *d)
 static void pause_if_full(dir_t *d)
 {
     size_t q = rill_stream_write_queue_size(d->dst);
-    if (q && q + READ_MAX > d->dst->high) {
+    if (q && q + READ_MAX > rill__stream_high(d->dst)) {
         d->paused = true;
         rill_stream_stop(d->src);
     }
@@ -362,7 +362,9 @@ static void on_sink_flushed(rill_stream *dst, int status, void *arg)
 /* Bytes src buffered before the splice go to dst first, as ordinary writes. */
 static int forward_buffered(dir_t *d)
 {
-    rill__buf *in = &d->src->in;
+    if (!d->src->x)
+        return 0; /* nothing was ever buffered */
+    rill__buf *in = &d->src->x->in;
     while (in->len) {
         struct iovec iov[64];
         int n = rill__buf_iov(in, iov, 64);
@@ -394,7 +396,7 @@ static int zc_start(dir_t *d)
         return rc;
     rill_stream_stop(d->src);
     rill_stream *dst = d->dst;
-    if (!dst->wq.len && !(dst->flags & RILL__S_WBUSY)) {
+    if (!rill__wq_len(dst) && !(dst->flags & RILL__S_WBUSY)) {
         d->ready = true;
     } else {
         if ((rc = rill_stream_write(dst, NULL, 0, on_sink_flushed, d)) < 0)
@@ -516,7 +518,7 @@ static int check(rill_stream *a, rill_stream *b, unsigned flags)
 
 static bool can_read(const rill_stream *s)
 {
-    return (s->flags & RILL__S_READABLE) || s->in.len || (s->flags & RILL__S_EOF);
+    return (s->flags & RILL__S_READABLE) || rill__in_len(s) || (s->flags & RILL__S_EOF);
 }
 
 static splice_op *op_new(rill_stream *a, rill_stream *b, unsigned flags)

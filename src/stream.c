@@ -9,8 +9,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define DEFAULT_HIGH (64 * 1024)
-#define DEFAULT_MAX_BUFFER (1024 * 1024)
 #define MAX_IOV 64
 
 struct rill_sub {
@@ -48,35 +46,48 @@ rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd
     s->flags = flags;
     s->refs = 1; /* the open state's reference, released after CLOSE */
     rill__io_init(&s->io, fd, rill__stream_io);
-    rill__buf_init(&s->wq);
-    rill__buf_init(&s->in);
-    rill__list_init(&s->wdone);
-    rill__list_init(&s->frames);
     rill__list_init(&s->srv_link);
     rill__tnode_init(&s->tnode);
     rill__defer_init(&s->defer, stream_dispatch);
-    s->high = DEFAULT_HIGH;
-    s->max_buffer = DEFAULT_MAX_BUFFER;
     s->family = AF_UNSPEC;
     rill__handle_add(loop);
     return s;
+}
+
+rill__sx *rill__stream_sx(rill_stream *s)
+{
+    if (s->x)
+        return s->x;
+    rill__sx *x = rill__calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    rill__buf_init(&x->wq);
+    rill__buf_init(&x->in);
+    rill__list_init(&x->frames);
+    rill__list_init(&x->wdone);
+    x->high = RILL__DEFAULT_HIGH;
+    x->max_buffer = RILL__DEFAULT_MAX_BUFFER;
+    return s->x = x;
 }
 
 static void stream_free(rill_stream *s)
 {
     assert(s->flags & RILL__S_CLOSE_DONE);
     rill__defer_cancel(s->loop, &s->defer);
-    rill__buf_free(&s->wq);
-    rill__buf_free(&s->in);
     for (rill_sub *n, *sub = s->subs; sub; sub = n) {
         n = sub->next;
         rill__free(sub);
     }
-    for (rill__wdone *n, *w = s->wfree; w; w = n) {
-        n = (rill__wdone *)(void *)w->link.next;
-        rill__free(w);
+    if (s->x) {
+        rill__buf_free(&s->x->wq);
+        rill__buf_free(&s->x->in);
+        for (rill__wdone *n, *w = s->x->wfree; w; w = n) {
+            n = (rill__wdone *)(void *)w->link.next;
+            rill__free(w);
+        }
+        rill__frame_free(s);
+        rill__free(s->x);
     }
-    rill__frame_free(s);
     rill__handle_remove(s->loop);
     rill__free(s);
 }
@@ -127,16 +138,16 @@ bool rill__stream_wants_read(const rill_stream *s)
     uint32_t f = s->flags;
     if ((f & (RILL__S_CLOSED | RILL__S_EOF | RILL__S_CONNECTING)) || !(f & RILL__S_READABLE))
         return false;
-    if (!(f & RILL__S_READING) && rill__list_empty(&s->frames))
+    if (!(f & RILL__S_READING) && !rill__frames_pending(s))
         return false;
-    return s->in.len < s->max_buffer; /* backpressure while framing buffers fill */
+    return !s->x || s->x->in.len < s->x->max_buffer; /* backpressure while framing fills */
 }
 
 static bool stream_active(const rill_stream *s)
 {
     if (s->flags & RILL__S_CLOSE_DONE)
         return false;
-    return rill__stream_wants_read(s) || s->wq.len || s->dflags ||
+    return rill__stream_wants_read(s) || rill__wq_len(s) || s->dflags ||
            (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
            ((s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE));
 }
@@ -275,9 +286,9 @@ static void emit_simple(rill_stream *s, rill_event_type type, int err, size_t le
 
 static rill__wdone *wdone_get(rill_stream *s)
 {
-    rill__wdone *w = s->wfree;
+    rill__wdone *w = s->x->wfree;
     if (w) {
-        s->wfree = (rill__wdone *)(void *)w->link.next;
+        s->x->wfree = (rill__wdone *)(void *)w->link.next;
         return w;
     }
     return rill__malloc(sizeof *w);
@@ -285,17 +296,19 @@ static rill__wdone *wdone_get(rill_stream *s)
 
 static void wdone_put(rill_stream *s, rill__wdone *w)
 {
-    w->link.next = (rill__list *)(void *)s->wfree;
-    s->wfree = w;
+    w->link.next = (rill__list *)(void *)s->x->wfree;
+    s->x->wfree = w;
 }
 
 /* Completes the writes whose bytes were all written (status 0), or every pending one
  * with `status` when status < 0. */
 static void run_completions(rill_stream *s, int status)
 {
-    while (!rill__list_empty(&s->wdone)) {
-        rill__wdone *w = rill__container_of(s->wdone.next, rill__wdone, link);
-        if (status == 0 && w->end > s->wq_written)
+    if (!s->x)
+        return;
+    while (!rill__list_empty(&s->x->wdone)) {
+        rill__wdone *w = rill__container_of(s->x->wdone.next, rill__wdone, link);
+        if (status == 0 && w->end > s->x->wq_written)
             break;
         rill__list_remove(&w->link);
         rill_done_fn *cb = w->cb;
@@ -327,7 +340,8 @@ void rill__stream_error(rill_stream *s, int err)
         s->err = err;
     hold(s);
     s->flags &= ~RILL__S_WATCH_W;
-    rill__buf_consume(&s->wq, s->wq.len);
+    if (s->x)
+        rill__buf_consume(&s->x->wq, s->x->wq.len);
     run_completions(s, err);
     if (err != RILL_ECONNRESET && err != RILL_EPIPE && err != RILL_ETIMEDOUT)
         s->flags &= ~RILL__S_WRITABLE; /* keep reading after a one-sided failure */
@@ -421,7 +435,7 @@ int rill_stream_start(rill_stream *s)
     if (!(s->flags & RILL__S_READABLE))
         return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
     s->flags |= RILL__S_READING;
-    if (s->in.len)
+    if (rill__in_len(s))
         schedule(s, RILL__D_FRAME); /* buffered bytes go out on the next iteration */
     else
         rill__stream_update(s);
@@ -441,10 +455,10 @@ int rill_stream_stop(rill_stream *s)
 
 void rill__stream_read_buffered(rill_stream *s)
 {
-    while (s->in.len && (s->flags & RILL__S_READING) && !(s->flags & RILL__S_CLOSED) &&
-           rill__list_empty(&s->frames) && rill_stream_has_subscribers(s, RILL_EV_READ)) {
-        size_t n = RILL__MIN(s->in.len, (size_t)64 * 1024);
-        const char *p = rill__buf_contig(&s->in, n);
+    while (rill__in_len(s) && (s->flags & RILL__S_READING) && !(s->flags & RILL__S_CLOSED) &&
+           !rill__frames_pending(s) && rill_stream_has_subscribers(s, RILL_EV_READ)) {
+        size_t n = RILL__MIN(s->x->in.len, (size_t)64 * 1024);
+        const char *p = rill__buf_contig(&s->x->in, n);
         if (!p) {
             fail(s, RILL_ENOMEM, false);
             return;
@@ -453,7 +467,7 @@ void rill__stream_read_buffered(rill_stream *s)
         hold(s);
         rill__stream_emit(s, &ev);
         if (!(s->flags & RILL__S_CLOSED))
-            rill__buf_consume(&s->in, n);
+            rill__buf_consume(&s->x->in, n);
         release(s);
     }
 }
@@ -464,12 +478,12 @@ void rill__stream_eof_settle(rill_stream *s)
 {
     if ((s->flags & (RILL__S_EOF | RILL__S_EOF_DONE | RILL__S_CLOSED)) != RILL__S_EOF)
         return;
-    if (!rill__list_empty(&s->frames))
+    if (rill__frames_pending(s))
         rill__frame_finish(s, RILL_EOF); /* the first request gets what is left */
     if (s->flags & RILL__S_CLOSED)
         return;
     rill__stream_read_buffered(s);
-    if ((s->flags & RILL__S_CLOSED) || s->in.len)
+    if ((s->flags & RILL__S_CLOSED) || rill__in_len(s))
         return; /* buffered bytes wait for a request */
     s->flags |= RILL__S_EOF_DONE;
     if (rill_stream_has_subscribers(s, RILL_EV_EOF))
@@ -483,7 +497,7 @@ static void on_eof(rill_stream *s)
     s->flags |= RILL__S_EOF;
     s->flags &= ~RILL__S_READABLE;
     rill__stream_update(s);
-    if (s->in.len && !rill__list_empty(&s->frames))
+    if (rill__in_len(s) && rill__frames_pending(s))
         rill__frame_feed(s, NULL, 0); /* whole frames still buffered go out first */
     hold(s);
     rill__stream_eof_settle(s);
@@ -505,7 +519,7 @@ void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
         return;
     }
     rill__tnode_touch(s->loop, &s->tnode);
-    if (!rill__list_empty(&s->frames) || s->in.len || !(s->flags & RILL__S_READING)) {
+    if (s->x || !(s->flags & RILL__S_READING)) { /* framing, buffered input, or a stray read */
         rill__frame_feed(s, data, (size_t)n);
         return;
     }
@@ -548,23 +562,24 @@ static void do_shutdown(rill_stream *s);
 /* The queue emptied (or fell to the low mark): DRAIN, then what waited for it. */
 static void after_progress(rill_stream *s, size_t before)
 {
-    if (s->wq.len == 0)
+    size_t len = rill__wq_len(s), low = s->x ? s->x->low : 0;
+    if (len == 0)
         watch_write(s, false);
-    if (before > s->low && s->wq.len <= s->low)
+    if (before > low && len <= low)
         s->dflags |= RILL__D_DRAIN;
-    if (s->wq.len == 0 && (s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE))
+    if (len == 0 && (s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE))
         do_shutdown(s);
-    if (s->wq.len == 0 && (s->flags & RILL__S_GRACEFUL))
+    if (len == 0 && (s->flags & RILL__S_GRACEFUL))
         rill_stream_close(s);
 }
 
 /* ASYNC transports: hand the front of the queue to the transport if it is idle. */
 static void kick_async(rill_stream *s)
 {
-    if ((s->flags & (RILL__S_WBUSY | RILL__S_CONNECTING | RILL__S_CLOSED)) || !s->wq.len)
+    if ((s->flags & (RILL__S_WBUSY | RILL__S_CONNECTING | RILL__S_CLOSED)) || !rill__wq_len(s))
         return;
     struct iovec iov[MAX_IOV];
-    int n = rill__buf_iov(&s->wq, iov, MAX_IOV);
+    int n = rill__buf_iov(&s->x->wq, iov, MAX_IOV);
     s->flags |= RILL__S_WBUSY;
     ssize_t r = s->tp->writev(s, iov, n);
     if (r != RILL_EINPROGRESS) {
@@ -585,9 +600,9 @@ void rill__stream_write_done(rill_stream *s, ssize_t n)
     if (n < 0) {
         fail(s, (int)n, false);
     } else {
-        size_t before = s->wq.len;
-        rill__buf_consume(&s->wq, (size_t)n);
-        s->wq_written += (uint64_t)n;
+        size_t before = s->x->wq.len;
+        rill__buf_consume(&s->x->wq, (size_t)n);
+        s->x->wq_written += (uint64_t)n;
         s->written_pending += (size_t)n;
         rill__tnode_touch(s->loop, &s->tnode);
         run_completions(s, 0);
@@ -605,7 +620,7 @@ static void flush(rill_stream *s, bool user_call)
 {
     if (s->flags & (RILL__S_CLOSED | RILL__S_CONNECTING))
         return;
-    if (!s->wq.len) {
+    if (!rill__wq_len(s)) {
         after_progress(s, 0); /* a shutdown or graceful close may wait for this */
         return;
     }
@@ -613,10 +628,10 @@ static void flush(rill_stream *s, bool user_call)
         kick_async(s);
         return;
     }
-    size_t before = s->wq.len, total = 0;
-    while (s->wq.len) {
+    size_t before = s->x->wq.len, total = 0;
+    while (s->x->wq.len) {
         struct iovec iov[MAX_IOV];
-        int n = rill__buf_iov(&s->wq, iov, MAX_IOV);
+        int n = rill__buf_iov(&s->x->wq, iov, MAX_IOV);
         size_t want = 0;
         for (int i = 0; i < n; i++)
             want += iov[i].iov_len;
@@ -628,13 +643,13 @@ static void flush(rill_stream *s, bool user_call)
             }
             break;
         }
-        rill__buf_consume(&s->wq, (size_t)r);
-        s->wq_written += (uint64_t)r;
+        rill__buf_consume(&s->x->wq, (size_t)r);
+        s->x->wq_written += (uint64_t)r;
         total += (size_t)r;
         if ((size_t)r < want)
             break; /* the kernel buffer is full: the next call would say EAGAIN */
     }
-    watch_write(s, s->wq.len > 0);
+    watch_write(s, s->x->wq.len > 0);
     if (total) {
         rill__tnode_touch(s->loop, &s->tnode);
         if (rill_stream_has_subscribers(s, RILL_EV_WRITE)) {
@@ -665,14 +680,14 @@ static size_t iov_total(const struct iovec *iov, size_t n)
 static int enqueue(rill_stream *s, const struct iovec *iov, size_t n, size_t skip, rill_bytes *bytes)
 {
     if (bytes)
-        return rill__buf_append_bytes(&s->wq, bytes, skip, rill_bytes_len(bytes) - skip);
+        return rill__buf_append_bytes(&s->x->wq, bytes, skip, rill_bytes_len(bytes) - skip);
     for (size_t i = 0; i < n; i++) {
         size_t l = iov[i].iov_len;
         if (skip >= l) {
             skip -= l;
             continue;
         }
-        int rc = rill__buf_append(&s->wq, (const char *)iov[i].iov_base + skip, l - skip);
+        int rc = rill__buf_append(&s->x->wq, (const char *)iov[i].iov_base + skip, l - skip);
         if (rc < 0)
             return rc;
         skip = 0;
@@ -700,11 +715,15 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     if (rc < 0)
         return rc;
     size_t total = iov_total(iov, n), done = 0;
+    bool direct = !rill__wq_len(s) && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) &&
+                  !(s->tp->flags & RILL__TP_ASYNC);
+    /* A completion record or bytes that must wait need the extension: get it before
+     * writing, so running out of memory leaves nothing half done. */
+    if ((cb || !direct) && !rill__stream_sx(s))
+        return RILL_ENOMEM;
     rill__wdone *w = NULL;
     if (cb && !(w = wdone_get(s)))
         return RILL_ENOMEM;
-    bool direct = !s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) &&
-                  !(s->tp->flags & RILL__TP_ASYNC);
     if (direct && total) {
         ssize_t r = tp_writev(s, iov, (int)RILL__MIN(n, (size_t)MAX_IOV));
         if (r >= 0) {
@@ -716,22 +735,26 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
             return (int)r;
         }
     }
-    size_t queued_before = s->wq.len;
-    if (done < total && (rc = enqueue(s, iov, n, done, bytes)) < 0) {
-        if (done == 0 && s->wq.len == queued_before) {
+    if (done < total) {
+        size_t queued_before = rill__wq_len(s);
+        rc = rill__stream_sx(s) ? enqueue(s, iov, n, done, bytes) : RILL_ENOMEM;
+        if (rc < 0 && done == 0 && rill__wq_len(s) == queued_before) {
             if (w)
                 wdone_put(s, w);
             return rc;
         }
-        fail(s, rc, true); /* part went out and the rest cannot be kept: the stream breaks */
+        if (rc < 0)
+            fail(s, rc, true); /* part went out and the rest cannot be kept: it breaks */
     }
-    s->wq_written += done;
-    s->wq_total += total;
+    if (s->x) {
+        s->x->wq_written += done;
+        s->x->wq_total += total;
+    }
     if (w) {
-        w->end = s->wq_total;
+        w->end = s->x->wq_total;
         w->cb = cb;
         w->arg = arg;
-        rill__list_insert_tail(&s->wdone, &w->link);
+        rill__list_insert_tail(&s->x->wdone, &w->link);
     }
     if (done) {
         rill__tnode_touch(s->loop, &s->tnode);
@@ -742,7 +765,7 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     }
     if (w && done == total)
         s->dflags |= RILL__D_DONE;
-    if (s->wq.len) {
+    if (rill__wq_len(s)) {
         if (s->tp->flags & RILL__TP_ASYNC)
             kick_async(s);
         else if (!(s->flags & RILL__S_CONNECTING))
@@ -750,9 +773,9 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     }
     if (s->dflags)
         schedule(s, 0);
-    else if (s->wq.len)
+    else if (rill__wq_len(s))
         rill__stream_update(s);
-    return s->wq.len >= s->high ? 1 : 0;
+    return rill__wq_len(s) >= rill__stream_high(s) ? 1 : 0;
 }
 
 int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn *cb, void *arg)
@@ -786,7 +809,7 @@ ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)
         return rc;
     if (!data && len)
         return RILL_EINVAL;
-    if (s->wq.len || (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
+    if (rill__wq_len(s) || (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
         (s->tp->flags & RILL__TP_ASYNC))
         return RILL_EAGAIN;
     if (!len)
@@ -794,8 +817,10 @@ ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)
     struct iovec iov = {(void *)data, len};
     ssize_t r = tp_writev(s, &iov, 1);
     if (r > 0) {
-        s->wq_written += (uint64_t)r;
-        s->wq_total += (uint64_t)r;
+        if (s->x) {
+            s->x->wq_written += (uint64_t)r;
+            s->x->wq_total += (uint64_t)r;
+        }
         rill__tnode_touch(s->loop, &s->tnode);
     } else if (r < 0 && r != RILL_EAGAIN) {
         fail(s, (int)r, true);
@@ -805,20 +830,24 @@ ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)
 
 size_t rill_stream_write_queue_size(const rill_stream *s)
 {
-    return s ? s->wq.len : 0;
+    return s ? rill__wq_len(s) : 0;
 }
 
 bool rill_stream_is_writing(const rill_stream *s)
 {
-    return s && (s->wq.len > 0 || (s->flags & RILL__S_WBUSY));
+    return s && (rill__wq_len(s) > 0 || (s->flags & RILL__S_WBUSY));
 }
 
 void rill_stream_set_watermarks(rill_stream *s, size_t low, size_t high)
 {
     if (!s)
         return;
-    s->high = high ? high : DEFAULT_HIGH;
-    s->low = low < s->high ? low : s->high - 1;
+    if (!rill__stream_sx(s)) {
+        rill__log(RILL_LOG_ERROR, "water marks not set: out of memory");
+        return;
+    }
+    s->x->high = high ? high : RILL__DEFAULT_HIGH;
+    s->x->low = low < s->x->high ? low : s->x->high - 1;
 }
 
 void rill__stream_connected(rill_stream *s, int status)
@@ -880,10 +909,12 @@ int rill_stream_shutdown(rill_stream *s, rill_done_fn *cb, void *arg)
         return RILL_EPENDING;
     if (!(s->flags & RILL__S_WRITABLE))
         return s->err ? s->err : RILL_EINVAL;
+    if (!rill__stream_sx(s))
+        return RILL_ENOMEM;
     s->flags |= RILL__S_SHUT;
-    s->shut_cb = cb;
-    s->shut_arg = arg;
-    if (!s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
+    s->x->shut_cb = cb;
+    s->x->shut_arg = arg;
+    if (!rill__wq_len(s) && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
         do_shutdown(s);
     rill__stream_update(s);
     return 0;
@@ -891,10 +922,12 @@ int rill_stream_shutdown(rill_stream *s, rill_done_fn *cb, void *arg)
 
 static void finish_shutdown(rill_stream *s, int status)
 {
-    rill_done_fn *cb = s->shut_cb;
-    s->shut_cb = NULL;
+    if (!s->x)
+        return;
+    rill_done_fn *cb = s->x->shut_cb;
+    s->x->shut_cb = NULL;
     if (cb)
-        cb(s, status, s->shut_arg);
+        cb(s, status, s->x->shut_arg);
 }
 
 void rill_stream_close(rill_stream *s)
@@ -918,7 +951,7 @@ void rill_stream_close_gracefully(rill_stream *s)
 {
     if (!s || (s->flags & RILL__S_CLOSED))
         return;
-    if (!s->wq.len && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
+    if (!rill__wq_len(s) && !(s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)))
         rill_stream_close(s);
     else
         s->flags |= RILL__S_GRACEFUL;
@@ -943,10 +976,11 @@ int rill_stream_steal_fd(rill_stream *s)
  * RILL_ECANCELED, then CLOSE, the last event; then the open state's reference goes. */
 static void finish_close(rill_stream *s)
 {
-    rill__buf_consume(&s->wq, s->wq.len);
+    if (s->x)
+        rill__buf_consume(&s->x->wq, s->x->wq.len);
     run_completions(s, RILL_ECANCELED);
     rill__frame_finish(s, RILL_ECANCELED);
-    if (s->shut_cb)
+    if (s->x && s->x->shut_cb)
         finish_shutdown(s, RILL_ECANCELED);
     emit_simple(s, RILL_EV_CLOSE, s->err, 0);
     s->flags |= RILL__S_CLOSE_DONE;
@@ -1003,27 +1037,28 @@ static void stream_expire(rill__tnode *t)
 
 void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
 {
-    if (!s)
+    if (!s || (s->flags & RILL__S_CLOSED))
         return;
-    s->timeout_ms = ms == RILL_NEVER ? 0 : ms;
-    if (s->flags & RILL__S_CLOSED)
-        return;
-    if (rill__tnode_arm(s->loop, &s->tnode, s->timeout_ms, stream_expire) < 0)
+    if (rill__tnode_arm(s->loop, &s->tnode, ms == RILL_NEVER ? 0 : ms, stream_expire) < 0)
         rill__log(RILL_LOG_ERROR, "stream timeout not armed: out of memory");
 }
 
 uint64_t rill_stream_timeout(const rill_stream *s)
 {
-    return s ? s->timeout_ms : 0;
+    return s ? rill__tnode_ms(&s->tnode) : 0; /* the armed value: no copy kept */
 }
 
 void rill_stream_set_max_buffer(rill_stream *s, size_t max)
 {
-    if (s) {
-        s->max_buffer = max ? max : DEFAULT_MAX_BUFFER;
-        if (!(s->flags & RILL__S_CLOSED))
-            rill__stream_update(s);
+    if (!s || (!max && !s->x))
+        return; /* the default already holds */
+    if (!rill__stream_sx(s)) {
+        rill__log(RILL_LOG_ERROR, "max buffer not set: out of memory");
+        return;
     }
+    s->x->max_buffer = max ? max : RILL__DEFAULT_MAX_BUFFER;
+    if (!(s->flags & RILL__S_CLOSED))
+        rill__stream_update(s);
 }
 
 /* ---- queries ------------------------------------------------------------------------------ */
@@ -1037,7 +1072,7 @@ bool rill_stream_is_readable(rill_stream *s)
 {
     if (!s || (s->flags & RILL__S_CLOSED))
         return false;
-    if (s->in.len || (s->flags & RILL__S_EOF))
+    if (rill__in_len(s) || (s->flags & RILL__S_EOF))
         return true;
     if (s->io.fd < 0)
         return false;

@@ -293,9 +293,9 @@ static void test_scan_is_linear(void **state)
     while (sent < 65536) {
         assert_int_equal(write(fd, "a", 1), 1);
         sent++;
-        TH_RUN_UNTIL(loop, !rill_stream_is_readable(p[1]) || p[1]->in.len == sent, 5000);
+        TH_RUN_UNTIL(loop, !rill_stream_is_readable(p[1]) || rill__in_len(p[1]) == sent, 5000);
     }
-    assert_int_equal(p[1]->in.len, sent);
+    assert_int_equal(rill__in_len(p[1]), sent);
     /* the rest one byte per delivery, through the function the read path calls */
     while (sent < LINE - 1) {
         rill__stream_deliver(p[1], "a", 1);
@@ -304,7 +304,7 @@ static void test_scan_is_linear(void **state)
     rill__stream_deliver(p[1], "\n", 1);
     assert_int_equal(b.got, sent + 1);
     assert_int_equal(b.status, 0);
-    size_t touched = p[1]->in.touched;
+    size_t touched = p[1]->x->in.touched;
     assert_true(touched <= 2 * (sent + 1) + 4096);
     rill_stream_close(p[0]);
     rill_stream_close(p[1]);
