@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,7 +74,22 @@ static unsigned access_flags(int oflags)
     }
 }
 
-/* FIFOs and sockets can be polled: they get an fd stream.  The open never blocks (a FIFO
+/* A device the poller can watch (a terminal, a pty, /dev/random).  Devices that are always
+ * ready (/dev/null, /dev/zero) are refused by epoll with EPERM: those go to the pool.  A
+ * device that may wait indefinitely must not: a pool read of a terminal nobody types into
+ * never returns, and the stream's close waits for calls in progress. */
+static bool pollable_device(int fd)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return false; /* cannot tell: the pool serves every device */
+    struct epoll_event ev = {.events = EPOLLIN};
+    bool ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+    close(ep);
+    return ok;
+}
+
+/* FIFOs, sockets and pollable devices get an fd stream.  The open never blocks (a FIFO
  * without a writer would): O_NONBLOCK is set for it and dropped afterwards for the files
  * the pool reads with blocking calls. */
 static rill_stream *wrap(rill_loop *loop, int fd, int oflags)
@@ -85,7 +101,8 @@ static rill_stream *wrap(rill_loop *loop, int fd, int oflags)
         errno = EISDIR;
         return NULL;
     }
-    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+        (S_ISCHR(st.st_mode) && pollable_device(fd)))
         return rill_fd_open(loop, fd, access_flags(oflags));
     if (!(oflags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
         return NULL;

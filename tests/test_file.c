@@ -376,6 +376,36 @@ static void test_fifo_is_polled(void **state)
     unlink(path);
 }
 
+/* A terminal can wait forever for input: a blocking read of it on the pool would hold the
+ * close (which waits for calls in progress) and the loop with it.  It is polled instead,
+ * so closing a terminal stream that waits for a line is immediate. */
+static void test_tty_is_polled(void **state)
+{
+    (void)state;
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    assert_true(m >= 0);
+    assert_int_equal(grantpt(m), 0);
+    assert_int_equal(unlockpt(m), 0);
+    rill_loop *loop = th_loop_new();
+    rill_stream *t = rill_file_open(loop, ptsname(m), O_RDWR | O_NOCTTY, 0);
+    assert_non_null(t);
+    frames fr = {0};
+    assert_int_equal(rill_stream_read_exactly(t, 5, on_frame, &fr), 0);
+    assert_int_equal(write(m, "ping\n", 5), 5);
+    TH_RUN_UNTIL(loop, fr.frames == 1, 2000);
+    assert_memory_equal(fr.got[0], "ping\n", 5);
+    /* nobody types: the next read waits; closing must not wait with it */
+    assert_int_equal(rill_stream_read_exactly(t, 5, on_frame, &fr), 0);
+    for (int i = 0; i < 5; i++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    done_rec c = {0};
+    assert_int_equal(rill_stream_close_async(t, 0, NULL, on_done, &c), 0);
+    TH_RUN_UNTIL(loop, c.calls == 1, 2000);
+    assert_int_equal(c.status, 0);
+    assert_int_equal(rill_loop_free(loop), 0); /* nothing left running on the pool */
+    close(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_dev_null),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_fifo_is_polled),
+        cmocka_unit_test(test_tty_is_polled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
