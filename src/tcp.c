@@ -126,7 +126,11 @@ static void connector_win(connector *c, attempt *a)
     s->family = family;
     if (s->flags & RILL__S_IPC)
         s->tp = &rill__ipc_transport; /* connected: fds may travel with the bytes now */
-    rill_stream_set_timeout(s, rill__loop_stream_timeout(s->loop));
+    /* The inactivity timeout starts now (connecting has its own deadline), unless the user
+     * armed one meanwhile: that one stays.  (A 0 set while connecting cannot be told from
+     * "never set": the stream keeps no copy of the value, only the armed node.) */
+    if (!rill__tnode_ms(&s->tnode))
+        rill_stream_set_timeout(s, rill__loop_stream_timeout(s->loop));
     rill__stream_connected(s, 0);
 }
 

@@ -392,6 +392,27 @@ static void test_writes_before_connect_flushed(void **state)
     assert_int_equal(c.connects, 1);
 }
 
+/* A timeout the user sets while the stream connects is the one it keeps once connected:
+ * connecting must not put the default back over it. */
+static void test_timeout_set_while_connecting_kept(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    echo_srv e;
+    echo_start(loop, "127.0.0.1", NULL, &e);
+    cli c, d;
+    rill_stream *s = cli_watch(rill_tcp_connect(loop, "127.0.0.1", srv_port(e.srv), NULL), &c, true);
+    rill_stream *t = cli_watch(rill_tcp_connect(loop, "localhost", srv_port(e.srv), NULL), &d, true);
+    rill_stream_set_timeout(t, 42000);
+    TH_RUN_UNTIL(loop, c.connects == 1 && d.connects == 1, 5000);
+    assert_int_equal(rill_stream_timeout(s), 15000); /* the default, from the connection on */
+    assert_int_equal(rill_stream_timeout(t), 42000);
+    rill_stream_close(s);
+    rill_stream_close(t);
+    rill_server_close(e.srv);
+    th_loop_free(loop);
+}
+
 static void test_refused(void **state)
 {
     (void)state;
@@ -806,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_connect_echo_ipv4),
         cmocka_unit_test(test_connect_echo_ipv6),
         cmocka_unit_test(test_writes_before_connect_flushed),
+        cmocka_unit_test(test_timeout_set_while_connecting_kept),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_unknown_host),
