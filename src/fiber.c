@@ -817,10 +817,14 @@ int rill_fiber_write(rill_stream *s, const void *data, size_t len, uint64_t dead
         return 1;
     if (rc == 0)
         return 0; /* queued below the high water mark: no need to wait */
-    static const rill_event_type types[] = {RILL_EV_DRAIN, RILL_EV_CLOSE};
+    /* A failure empties the queue without a DRAIN; with an ERROR handler of the user's
+     * the stream stays open, so no CLOSE comes either: the ERROR ends the wait. */
+    static const rill_event_type types[] = {RILL_EV_DRAIN, RILL_EV_ERROR, RILL_EV_CLOSE};
     evwait ew;
-    if ((rc = wait_events(f, s, types, 2, &ew, deadline)) < 0)
+    if ((rc = wait_events(f, s, types, 3, &ew, deadline)) < 0)
         return rc;
+    if (ew.type == RILL_EV_ERROR)
+        return ew.err < 0 ? ew.err : RILL_EIO;
     if (ew.type == RILL_EV_CLOSE)
         return closed_code(s);
     return rill_stream_write_queue_size(s) ? 0 : 1;

@@ -496,6 +496,55 @@ static void test_write_deadline(void **state)
     th_loop_free(loop);
 }
 
+/* A write that waits for DRAIN while the peer goes away: the queue fails with the error
+ * and no DRAIN ever comes.  With an ERROR handler of the user's the stream stays open, so
+ * the wait must end at the ERROR too (it waited forever for a DRAIN or a CLOSE). */
+typedef struct {
+    proto p;
+    int errors, done;
+} failing;
+
+static void count_error(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s, (void)ev;
+    ((failing *)arg)->errors++;
+}
+
+static void failing_writer(void *arg)
+{
+    failing *f = arg;
+    char *data = calloc(1, BIG);
+    FCHECK((data) != NULL);
+    f->p.status = rill_fiber_write(f->p.s, data, BIG, 0);
+    free(data);
+    f->done = 1;
+}
+
+static void close_peer(rill_timer *t, void *arg)
+{
+    (void)t;
+    rill_stream_close(arg);
+}
+
+static void test_write_peer_gone_with_error_handler(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *s[2];
+    pair(loop, s);
+    failing f = {.p = {.loop = loop, .s = s[0]}};
+    assert_non_null(rill_stream_on(s[0], RILL_EV_ERROR, count_error, &f));
+    rill_fiber_detach(rill_fiber_spawn(loop, failing_writer, &f, 0));
+    assert_non_null(rill_timer_start(loop, 20, 0, close_peer, s[1]));
+    fiber_failures = 0;
+    TH_RUN_UNTIL(loop, f.done, 3000);
+    assert_int_equal(fiber_failures, 0);
+    assert_true(f.p.status == RILL_EPIPE || f.p.status == RILL_ECONNRESET);
+    assert_int_equal(f.errors, 1);
+    unpair(s);
+    th_loop_free(loop);
+}
+
 /* ---- the guard page -------------------------------------------------------------------------- */
 
 static volatile uintptr_t stack_top;
@@ -1003,6 +1052,7 @@ static const struct CMUnitTest core_tests[] = {
     cmocka_unit_test(test_deadline),       cmocka_unit_test(test_cancel_read),
     cmocka_unit_test(test_cancel_sleep),   cmocka_unit_test(test_write_backpressure),
     cmocka_unit_test(test_write_deadline), cmocka_unit_test(test_stack_overflow),
+    cmocka_unit_test(test_write_peer_gone_with_error_handler),
     cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_threads),
 };
 
