@@ -82,7 +82,10 @@ static int parse_unix(const char *path, rill_addr *out)
 {
     struct sockaddr_un sa = {0};
     size_t n = strlen(path);
-    if (n >= sizeof sa.sun_path || (path[0] == '@' && n < 2))
+    bool abstract = path[0] == '@';
+    /* A file name needs room for its NUL; an abstract name has none and may fill sun_path
+     * (as rill_unix_listen allows and rill_addr_format writes). */
+    if (n > sizeof sa.sun_path || (!abstract && n == sizeof sa.sun_path) || (abstract && n < 2))
         return RILL_EINVAL;
     sa.sun_family = AF_UNIX;
     memcpy(sa.sun_path, path, n);

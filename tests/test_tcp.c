@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sock.h"
@@ -268,6 +269,22 @@ static void test_addr_parse_format(void **state)
     memset(longpath, 'x', sizeof longpath - 1);
     longpath[0] = '/';
     longpath[sizeof longpath - 1] = '\0';
+    assert_int_equal(rill_addr_parse(longpath, &a), RILL_EINVAL);
+    /* An abstract name may fill all of sun_path (108 bytes, its '@' being the NUL); a file
+     * name may not (its NUL must fit). */
+    char full[109];
+    memset(full, 'y', 108);
+    full[108] = '\0';
+    full[0] = '@';
+    roundtrip(full, full);
+    assert_int_equal(rill_addr_parse(full, &a), 0);
+    assert_int_equal(a.len, sizeof(struct sockaddr_un));
+    full[0] = '/';
+    assert_int_equal(rill_addr_parse(full, &a), RILL_EINVAL);
+    full[107] = '\0';
+    assert_int_equal(rill_addr_parse(full, &a), 0);
+    memset(longpath, 'z', sizeof longpath - 1);
+    longpath[0] = '@';
     assert_int_equal(rill_addr_parse(longpath, &a), RILL_EINVAL);
     assert_int_equal(rill_addr_parse(NULL, &a), RILL_EINVAL);
     assert_int_equal(rill_addr_parse("1.2.3.4:80", NULL), RILL_EINVAL);
