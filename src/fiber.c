@@ -823,8 +823,13 @@ int rill_fiber_write(rill_stream *s, const void *data, size_t len, uint64_t dead
     evwait ew;
     if ((rc = wait_events(f, s, types, 3, &ew, deadline)) < 0)
         return rc;
-    if (ew.type == RILL_EV_ERROR)
+    if (ew.type == RILL_EV_ERROR) {
+        /* Our handler kept the error from closing the stream; without the user's, it
+         * closes as any stream does. */
+        if (!rill_stream_has_subscribers(s, RILL_EV_ERROR))
+            rill_stream_close(s);
         return ew.err < 0 ? ew.err : RILL_EIO;
+    }
     if (ew.type == RILL_EV_CLOSE)
         return closed_code(s);
     return rill_stream_write_queue_size(s) ? 0 : 1;

@@ -541,6 +541,17 @@ static void test_write_peer_gone_with_error_handler(void **state)
     assert_int_equal(fiber_failures, 0);
     assert_true(f.p.status == RILL_EPIPE || f.p.status == RILL_ECONNRESET);
     assert_int_equal(f.errors, 1);
+    assert_false(rill_stream_is_closed(s[0])); /* the user's handler decides */
+    unpair(s);
+    /* without an ERROR handler the failure closes the stream, as it always does */
+    pair(loop, s);
+    failing g = {.p = {.loop = loop, .s = s[0]}};
+    rill_fiber_detach(rill_fiber_spawn(loop, failing_writer, &g, 0));
+    assert_non_null(rill_timer_start(loop, 20, 0, close_peer, s[1]));
+    TH_RUN_UNTIL(loop, g.done, 3000);
+    assert_int_equal(fiber_failures, 0);
+    assert_true(g.p.status == RILL_EPIPE || g.p.status == RILL_ECONNRESET);
+    assert_true(rill_stream_is_closed(s[0]));
     unpair(s);
     th_loop_free(loop);
 }
