@@ -394,6 +394,9 @@ static void test_bad_input(void **state)
     assert_null(rill_unix_listen(loop, longpath, NULL));
     assert_int_equal(errno, ENAMETOOLONG);
     longpath[0] = '@'; /* an abstract name may use all 108 bytes (its '@' is the NUL) */
+    /* unique per process: the suites of both backends run at the same time */
+    int tag = snprintf(longpath + 1, 32, "rill-test-%d-", (int)getpid());
+    longpath[1 + tag] = 'a';
     echo_srv e;
     assert_non_null(echo_listen(loop, longpath, NULL, &e));
     echo_close(loop, &e);
