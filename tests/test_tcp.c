@@ -541,7 +541,10 @@ static void test_happy_eyeballs_fast_failure(void **state)
     uint64_t t0 = th_now_ms();
     rill_stream *s = cli_watch(rill__sock_connect(loop, addrs, 3, NULL, NULL), &c, true);
     TH_RUN_UNTIL(loop, c.connects == 1, 3000);
-    assert_true(th_now_ms() - t0 < 200);
+    /* Waiting for the stagger instead would take two delays (500 ms) to reach the third
+     * address; anything well under that proves the failures moved on at once, with room
+     * for a loaded machine. */
+    assert_true(th_now_ms() - t0 < 2 * 250 - 50);
     rill_stream_close(s);
     rill_server_close(e.srv);
     th_loop_free(loop);
