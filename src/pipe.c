@@ -563,15 +563,6 @@ const char *rill_pipe_name(const rill_pipe *p)
     return p->name;
 }
 
-rill_stream *rill_pipe_stream(rill_loop *loop, rill_pipe *p, bool read_end)
-{
-    (void)loop;
-    (void)p;
-    (void)read_end;
-    errno = ENOSYS;
-    return NULL;
-}
-
 /* ---- the write side -------------------------------------------------------------------- */
 
 /* Writes are refused for good once EOF was written or the reader left. */

@@ -139,8 +139,31 @@ RILL_API void rill_pipe_close(rill_pipe *p);
 /* Closes (as rill_pipe_close) and frees.  No other thread may be using the pipe.  NULL is
  * a no-op. */
 RILL_API void rill_pipe_free(rill_pipe *p);
-/* The pipe as a stream of `loop`: the loop reads what threads write (read_end true) or
- * writes what a thread reads.  Not available yet: NULL with errno ENOSYS. */
+/* The pipe as a stream of `loop`, used on the loop's thread like any other stream; the
+ * loop never waits on the pipe, whatever its blocking modes (those are the threads').
+ * Other threads wake the loop through rill_loop_post when they change the pipe.
+ *
+ * read_end true: the loop is the pipe's reader, and must be its only one while the
+ * stream is open.  Threads write with the rill_pipe calls; the stream emits READ with
+ * the pipe's own memory (a rill_bytes queued with rill_pipe_write_bytes arrives as that
+ * very memory, whole when no framing request is pending), serves framing requests, and
+ * reports EOF once rill_pipe_write_eof was called and the data is drained.  Bytes leave
+ * the pipe only while the stream reads (rill_stream_start, or framing requests while
+ * the max buffer has room): a stopped or slow stream leaves the pipe full and blocking
+ * writers wait.  If another party calls rill_pipe_close, the stream gets RILL_ECLOSED.
+ *
+ * read_end false: the loop writes what threads read.  Writes copy into the pipe up to its
+ * bsize; the rest waits in the stream's write queue (water marks, DRAIN) until a reader
+ * makes room.  rill_stream_shutdown writes EOF.  RILL_EPIPE once the reader closed.
+ *
+ * Ownership: the stream does not own the pipe.  Closing a read-end stream closes the pipe
+ * as its reader (rill_pipe_close: unread bytes are discarded, writers get RILL_EPIPE);
+ * closing a write-end stream writes EOF (rill_pipe_write_eof; bytes still in the
+ * stream's queue are cancelled, as for any stream, those already in the pipe stay
+ * readable).  The pipe must stay valid until the stream's CLOSE event has fired; free it
+ * after that, once no thread uses it.  A pipe serves one stream at a time.
+ *
+ * NULL with errno EINVAL (loop or p NULL) or ENOMEM. */
 RILL_API rill_stream *rill_pipe_stream(rill_loop *loop, rill_pipe *p, bool read_end);
 
 /* ---- rill_bufwrap ----------------------------------------------------------------------
