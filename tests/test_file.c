@@ -188,7 +188,9 @@ static void on_frame(rill_stream *s, int status, const char *data, size_t len, v
     (void)s;
     f->status[f->frames] = status;
     f->len[f->frames] = len;
-    memcpy(f->got[f->frames], data, len < 32 ? len : 32);
+    if (len) /* a cancelled request has no data */
+        if (len) /* the end-of-stream frame may carry no bytes (and no pointer) */
+        memcpy(f->got[f->frames], data, len < 32 ? len : 32);
     f->frames++;
 }
 
