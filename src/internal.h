@@ -306,6 +306,7 @@ enum {
     RILL__S_WBUSY = 1u << 15,     /* ASYNC transports: a write is in flight */
     RILL__S_FEEDING = 1u << 16,   /* inside rill__frame_feed: it updates the state once at its end */
     RILL__S_EOF_DONE = 1u << 17,  /* EOF reported (event or graceful close) */
+    RILL__S_TIMEOUT_SET = 1u << 18, /* the user chose the inactivity timeout (0 included) */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */

@@ -1039,6 +1039,7 @@ void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
 {
     if (!s || (s->flags & RILL__S_CLOSED))
         return;
+    s->flags |= RILL__S_TIMEOUT_SET; /* a transport's default must not replace it */
     if (rill__tnode_arm(s->loop, &s->tnode, ms == RILL_NEVER ? 0 : ms, stream_expire) < 0)
         rill__log(RILL_LOG_ERROR, "stream timeout not armed: out of memory");
 }

@@ -129,7 +129,7 @@ static void connector_win(connector *c, attempt *a)
     /* The inactivity timeout starts now (connecting has its own deadline), unless the user
      * armed one meanwhile: that one stays.  (A 0 set while connecting cannot be told from
      * "never set": the stream keeps no copy of the value, only the armed node.) */
-    if (!rill__tnode_ms(&s->tnode))
+    if (!(s->flags & RILL__S_TIMEOUT_SET)) /* the user's choice, 0 included, stands */
         rill_stream_set_timeout(s, rill__loop_stream_timeout(s->loop));
     rill__stream_connected(s, 0);
 }

@@ -277,8 +277,9 @@ int rill_udp_send(rill_udp *u, const void *data, size_t len, const rill_addr *to
     if (q) { /* sent, or failed for this datagram: the callback says which, later */
         *q = (usend){.cb = cb, .arg = arg};
         complete(u, q, rc);
+        return 0;
     }
-    return 0;
+    return rc < 0 ? rc : 0; /* no callback to tell: the failure is the return value */
 }
 
 /* ---- receiving ------------------------------------------------------------------------------ */

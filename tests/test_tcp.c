@@ -417,15 +417,19 @@ static void test_timeout_set_while_connecting_kept(void **state)
     rill_loop *loop = th_loop_new();
     echo_srv e;
     echo_start(loop, "127.0.0.1", NULL, &e);
-    cli c, d;
+    cli c, d, f;
     rill_stream *s = cli_watch(rill_tcp_connect(loop, "127.0.0.1", srv_port(e.srv), NULL), &c, true);
     rill_stream *t = cli_watch(rill_tcp_connect(loop, "localhost", srv_port(e.srv), NULL), &d, true);
+    rill_stream *u = cli_watch(rill_tcp_connect(loop, "127.0.0.1", srv_port(e.srv), NULL), &f, true);
     rill_stream_set_timeout(t, 42000);
-    TH_RUN_UNTIL(loop, c.connects == 1 && d.connects == 1, 5000);
+    rill_stream_set_timeout(u, 0); /* never: the default must not replace it either */
+    TH_RUN_UNTIL(loop, c.connects == 1 && d.connects == 1 && f.connects == 1, 5000);
     assert_int_equal(rill_stream_timeout(s), 15000); /* the default, from the connection on */
     assert_int_equal(rill_stream_timeout(t), 42000);
+    assert_int_equal(rill_stream_timeout(u), 0);
     rill_stream_close(s);
     rill_stream_close(t);
+    rill_stream_close(u);
     rill_server_close(e.srv);
     th_loop_free(loop);
 }

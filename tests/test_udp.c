@@ -253,6 +253,9 @@ static void test_send_errors_in_callback(void **state)
     assert_int_equal(rill_udp_send(c, "x", 1, &to, on_sent, &cli), 0);
     TH_RUN_UNTIL(loop, cli.sends == 4, 5000);
     assert_true(cli.last_status < 0);
+    /* with no callback to report it, the failure is the return value */
+    assert_int_equal(addr_of("127.255.255.255", 9, &to), 0);
+    assert_int_equal(rill_udp_send(c, "x", 1, &to, NULL, NULL), RILL_EACCES);
     rill_udp_close(b);
     rill_udp_close(c);
     th_loop_free(loop);
