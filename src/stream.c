@@ -31,6 +31,7 @@ void (*rill__server_forget)(rill_stream *s);
 static void stream_dispatch(rill__defer *d);
 static void stream_expire(rill__tnode *t);
 static void flush(rill_stream *s, bool user_call);
+static void finish_shutdown(rill_stream *s, int status);
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
@@ -343,10 +344,20 @@ void rill__stream_error(rill_stream *s, int err)
     if (s->x)
         rill__buf_consume(&s->x->wq, s->x->wq.len);
     run_completions(s, err);
-    if (err != RILL_ECONNRESET && err != RILL_EPIPE && err != RILL_ETIMEDOUT)
-        s->flags &= ~RILL__S_WRITABLE; /* keep reading after a one-sided failure */
-    else
-        s->flags &= ~(RILL__S_WRITABLE | RILL__S_READABLE);
+    bool fatal = err == RILL_ECONNRESET || err == RILL_EPIPE || err == RILL_ETIMEDOUT;
+    s->flags &= ~(fatal ? RILL__S_WRITABLE | RILL__S_READABLE : RILL__S_WRITABLE);
+    /* What waited for bytes or for the write half can no longer complete: it ends now
+     * with the error (an ERROR handler may keep the stream open for long). */
+    if (fatal)
+        rill__frame_finish(s, err);
+    if (s->x && s->x->shut_cb && !(s->flags & RILL__S_SHUT_DONE)) {
+        s->flags |= RILL__S_SHUT_DONE;
+        finish_shutdown(s, err);
+    }
+    if (s->flags & RILL__S_CLOSED) {
+        release(s);
+        return;
+    }
     if (rill_stream_has_subscribers(s, RILL_EV_ERROR))
         emit_simple(s, RILL_EV_ERROR, err, 0);
     else

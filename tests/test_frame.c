@@ -414,6 +414,43 @@ static void test_rearm_from_defer_with_buffered_bytes(void **state)
     th_loop_free(c.loop);
 }
 
+/* A fatal error on a stream whose ERROR handler keeps it open still ends what waited:
+ * framing requests and a pending shutdown complete with the error at once. */
+static void keep_open(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    *(int *)arg = ev->err;
+}
+
+static void shut_cb(rill_stream *s, int status, void *arg)
+{
+    (void)s;
+    *(int *)arg = status;
+}
+
+static void test_fatal_error_ends_waiting_requests(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    int err = 0, shut = 1;
+    frames f = {0};
+    rill_stream_on(p[0], RILL_EV_ERROR, keep_open, &err);
+    assert_int_equal(rill_stream_read_until(p[0], "\n", 1, on_frame, &f), 0);
+    static char big[1 << 20];
+    assert_true(rill_stream_write(p[0], big, sizeof big, NULL, NULL) >= 0); /* queued */
+    assert_int_equal(rill_stream_shutdown(p[0], shut_cb, &shut), 0);
+    rill_stream_close(p[1]); /* the peer goes: the flush fails with EPIPE or ECONNRESET */
+    TH_RUN_UNTIL(loop, err != 0 && f.n == 1 && shut != 1, 5000);
+    assert_true(err == RILL_EPIPE || err == RILL_ECONNRESET);
+    assert_int_equal(f.status[0], err);
+    assert_int_equal(shut, err);
+    assert_false(rill_stream_is_closed(p[0])); /* the handler kept it */
+    rill_stream_close(p[0]);
+    th_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_many_lines_exact),
         cmocka_unit_test(test_pending_flag_refuses_framing),
         cmocka_unit_test(test_rearm_from_defer_with_buffered_bytes),
+        cmocka_unit_test(test_fatal_error_ends_waiting_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,12 +58,12 @@ typedef struct {
 RILL_API rill_stream *rill_stream_new_custom(rill_loop *loop, const rill_transport_ops *ops,
                                              void *impl);
 /* A stream over a file (GIO's file IO stream): open(2) flags and mode (O_CLOEXEC is
- * added).  Regular files and devices such as /dev/null are read and written with
- * blocking calls on the thread pool, one call at a time, in the order they were made
+ * added).  Regular files and devices the poller refuses (/dev/null, /dev/zero) are read
+ * and written with blocking calls on the thread pool, one call at a time, in the order they were made
  * (reads and writes share the file offset); reading ends with EOF at the end of the file;
  * O_APPEND writes go to the end whoever else writes.  close(2)'s error is close_async's
- * result.  FIFOs and sockets are opened without blocking and polled like rill_fd_open's
- * streams (a write-only FIFO without a reader fails with ENXIO).  rill_stream_fd gives
+ * result.  FIFOs, sockets and pollable devices (ttys) are opened without blocking and
+ * polled like rill_fd_open's streams (a write-only FIFO without a reader fails with ENXIO).  rill_stream_fd gives
  * the fd.  Errors of open(2) come back as NULL with errno set (ENOENT, EACCES, EEXIST,
  * ...), plus EISDIR for a directory and EINVAL for a NULL loop or path: no stream, no
  * ERROR event. */
