@@ -416,10 +416,11 @@ static int zfd_open(splice_op *op, int i)
     return 0;
 }
 
-/* Hands what the pipe still holds to the sink's queue, then closes the pipe. */
+/* Hands what the pipe still holds to the sink's queue, then closes the pipe.  A sink
+ * whose fd failed gets nothing more: its error is reported once, by the caller. */
 static void zc_stop(dir_t *d)
 {
-    while (d->inpipe > 0 && rill_stream_writable(d->dst)) {
+    while (d->inpipe > 0 && d->dst != d->op->culprit && rill_stream_writable(d->dst)) {
         char buf[16384];
         ssize_t n = read(d->pipe[0], buf, RILL__MIN(sizeof buf, d->inpipe));
         if (n <= 0 || rill_stream_write(d->dst, buf, (size_t)n, NULL, NULL) < 0)

@@ -620,6 +620,50 @@ static void test_peer_gone_is_an_error(void **state)
     peer_gone(RILL_SPLICE_COPY);
 }
 
+static void count_error(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    (void)ev;
+    (*(int *)arg)++;
+}
+
+/* A sink that fails while bytes wait in the kernel pipe hears of it once: its ERROR
+ * handler (which keeps it open) runs exactly once, on both paths. */
+static void peer_gone_handled(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    int errors = 0;
+    assert_non_null(rill_stream_on(y.s, RILL_EV_ERROR, count_error, &errors));
+    assert_int_equal(rill_splice(x.s, y.s, flags | RILL_SPLICE_WAIT_BOTH, 0, NULL, on_done, &d), 0);
+    close(y.far);
+    static char chunk[65536];
+    for (int i = 0; i < 16 && d.calls == 0; i++) {
+        assert_int_equal(send(x.far, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT) > 0 ||
+                             errno == EAGAIN,
+                         1);
+        for (int k = 0; k < 3; k++)
+            rill_loop_run(loop, RILL_RUN_NOWAIT);
+    }
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    for (int k = 0; k < 5; k++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(errors, 1);
+    assert_false(rill_stream_is_closed(y.s)); /* the handler kept it */
+    rill_stream_close(y.s);
+    rill_stream_close(x.s);
+    close(x.far);
+    th_loop_free(loop);
+}
+
+static void test_peer_gone_error_reported_once(void **state)
+{
+    (void)state;
+    peer_gone_handled(0);
+    peer_gone_handled(RILL_SPLICE_COPY);
+}
+
 /* x's far end goes away with bytes unread: reading x fails with ECONNRESET. */
 static void source_reset(unsigned flags)
 {
@@ -738,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_activity_keeps_timeouts_away),
         cmocka_unit_test(test_invalid_and_pending),
         cmocka_unit_test(test_peer_gone_is_an_error),
+        cmocka_unit_test(test_peer_gone_error_reported_once),
         cmocka_unit_test(test_source_reset_is_an_error),
         cmocka_unit_test(test_cancel_before_start),
         cmocka_unit_test(test_stream_closed_under_splice),
