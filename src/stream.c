@@ -115,21 +115,14 @@ static inline void release(rill_stream *s)
 rill_stream *rill_stream_ref(rill_stream *s)
 {
     if (s)
-        s->refs++;
+        hold(s);
     return s;
 }
 
 void rill_stream_unref(rill_stream *s)
 {
-    if (!s)
-        return;
-    if (s->refs == 1 && !(s->flags & RILL__S_CLOSED)) {
-        rill_stream_close(s); /* the close releases the open state's reference */
-        return;
-    }
-    assert(s->refs > 0);
-    if (--s->refs == 0)
-        stream_free(s);
+    if (s)
+        release(s); /* the last reference of an open stream closes it; the close drops it */
 }
 
 /* ---- state --------------------------------------------------------------------------- */
