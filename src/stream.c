@@ -343,8 +343,8 @@ void rill__stream_error(rill_stream *s, int err)
      * with the error (an ERROR handler may keep the stream open for long). */
     if (fatal)
         rill__frame_finish(s, err);
-    if (s->x && s->x->shut_cb && !(s->flags & RILL__S_SHUT_DONE)) {
-        s->flags |= RILL__S_SHUT_DONE;
+    if ((s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE)) {
+        s->flags |= RILL__S_SHUT_DONE; /* the write half is gone: the shutdown is over */
         finish_shutdown(s, err);
     }
     if (s->flags & RILL__S_CLOSED) {
