@@ -10,7 +10,7 @@
 const rill__transport rill__fd_transport = {.name = "fd"};
 static const rill__transport sock_transport = {.name = "socket", .flags = RILL__TP_SOCKET};
 
-static int set_fd_flags(int fd)
+int rill__fd_prepare(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
@@ -32,13 +32,7 @@ static int sock_family(int fd)
 
 rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family)
 {
-    uint32_t sf = 0;
-    if (!(flags & RILL_WRITEONLY))
-        sf |= RILL__S_READABLE;
-    if (!(flags & RILL_READONLY))
-        sf |= RILL__S_WRITABLE;
-    if (flags & RILL_IPC)
-        sf |= RILL__S_IPC;
+    uint32_t sf = rill__dir_sflags(flags) | (flags & RILL_IPC ? RILL__S_IPC : 0);
     const rill__transport *tp = family != AF_UNSPEC ? &sock_transport : &rill__fd_transport;
     if ((flags & RILL_IPC) && family == AF_UNIX)
         tp = &rill__ipc_transport; /* recvmsg/sendmsg with SCM_RIGHTS */
@@ -85,7 +79,7 @@ rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
         errno = EINVAL;
         return NULL;
     }
-    rc = set_fd_flags(fd);
+    rc = rill__fd_prepare(fd);
     if (rc < 0) {
         errno = -rc;
         return NULL;

@@ -54,12 +54,8 @@ rill_stream *rill__file_stream(rill_loop *loop, int fd, unsigned flags)
         errno = EINVAL;
         return NULL;
     }
-    uint32_t sf = 0;
-    if (!(flags & RILL_WRITEONLY))
-        sf |= RILL__S_READABLE;
-    if (!(flags & RILL_READONLY))
-        sf |= RILL__S_WRITABLE;
-    return rill__pool_stream(loop, &file_ops, (void *)(intptr_t)fd, sf, RILL__POOL_FILE, fd);
+    return rill__pool_stream(loop, &file_ops, (void *)(intptr_t)fd, rill__dir_sflags(flags),
+                             RILL__POOL_FILE, fd);
 }
 
 static unsigned access_flags(int oflags)

@@ -439,6 +439,14 @@ rill_stream *rill__file_stream(rill_loop *loop, int fd, unsigned flags);
 /* fd.c: adds RILL_READONLY / RILL_WRITEONLY to *flags from fd's access mode.  RILL_EBADF
  * when *flags ask for a direction the fd was not opened for. */
 int rill__fd_direction(int fd, unsigned *flags);
+/* fd.c: sets O_NONBLOCK and FD_CLOEXEC on fd.  0 or a RILL_E* code. */
+int rill__fd_prepare(int fd);
+/* The stream flags for a direction given as RILL_READONLY / RILL_WRITEONLY. */
+static inline uint32_t rill__dir_sflags(unsigned flags)
+{
+    return (flags & RILL_WRITEONLY ? 0 : RILL__S_READABLE) |
+           (flags & RILL_READONLY ? 0 : RILL__S_WRITABLE);
+}
 /* fd.c: stream over an fd of a known kind (sockets, pipes, devices). */
 rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family);
 

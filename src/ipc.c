@@ -284,17 +284,6 @@ const rill__transport rill__ipc_transport = {
 
 /* ---- a stream for an fd of any kind ----------------------------------------------------- */
 
-/* What the fd's access mode allows, narrowed by the caller's flags; ~0u when nothing. */
-static unsigned direction(int fd, unsigned flags)
-{
-    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-    if (acc == O_RDONLY)
-        flags |= RILL_READONLY;
-    else if (acc == O_WRONLY)
-        flags |= RILL_WRITEONLY;
-    return (flags & RILL_READONLY) && (flags & RILL_WRITEONLY) ? ~0u : flags;
-}
-
 /* epoll refuses what is always ready (regular files, /dev/null): such fds need the
  * thread-pool transport even on the poll backend, so both backends behave alike. */
 static bool pollable(int fd)
@@ -310,8 +299,8 @@ static bool pollable(int fd)
 
 static rill_stream *file_stream(rill_loop *loop, int fd, unsigned flags)
 {
-    flags = direction(fd, flags & ~RILL_IPC);
-    if (flags == ~0u) {
+    flags &= ~RILL_IPC;
+    if (rill__fd_direction(fd, &flags) < 0) {
         errno = EINVAL;
         return NULL;
     }

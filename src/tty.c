@@ -156,14 +156,6 @@ static void tty_close(rill_stream *s)
 
 /* ---- opening --------------------------------------------------------------------------- */
 
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
-        return -1;
-    return 0;
-}
-
 rill_stream *rill__tty_stream(rill_loop *loop, int fd, unsigned flags)
 {
     int rc = rill__fd_direction(fd, &flags);
@@ -171,11 +163,11 @@ rill_stream *rill__tty_stream(rill_loop *loop, int fd, unsigned flags)
         errno = -rc;
         return NULL;
     }
-    if (set_nonblock(fd) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+    if ((rc = rill__fd_prepare(fd)) < 0) {
+        errno = -rc;
         return NULL;
-    uint32_t sf = (flags & RILL_WRITEONLY ? 0 : RILL__S_READABLE) |
-                  (flags & RILL_READONLY ? 0 : RILL__S_WRITABLE);
-    return rill__stream_new(loop, &tty_transport, fd, sf);
+    }
+    return rill__stream_new(loop, &tty_transport, fd, rill__dir_sflags(flags));
 }
 
 /* A new open file description of what fd refers to, non-blocking, or -1.  The result is
