@@ -710,9 +710,13 @@ static void test_clock_fresh_in_handlers(void **state)
     late_writer w = {rill_stream_fd(p[0]), 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, write_late, &w), 0);
-    /* one blocking iteration: nothing else is due for 1000 ms */
-    while (!c.reads)
+    /* blocking iterations, no tick timer: nothing else is due for 1000 ms, so the read
+     * wakes the loop (each iteration is bounded by that timeout; the whole by 5 s) */
+    uint64_t deadline = th_now_ms() + 5000;
+    while (!c.reads) {
+        assert_true(th_now_ms() < deadline);
         rill_loop_run(loop, RILL_RUN_ONCE);
+    }
     pthread_join(th, NULL);
     assert_true(c.read_now >= w.wrote_at); /* not the time before the wait */
     TH_RUN_UNTIL(loop, c.timeouts == 1, 5000);
