@@ -76,6 +76,58 @@ void th_fill(void *buf, size_t len, uint64_t seed)
     }
 }
 
+static void th_cli_ev(rill_stream *s, const rill_event *ev, void *arg)
+{
+    th_cli *c = arg;
+    (void)s;
+    switch (ev->type) {
+    case RILL_EV_CONNECT:
+        c->connects++;
+        break;
+    case RILL_EV_CLOSE:
+        c->closes++;
+        c->close_err = ev->err;
+        break;
+    case RILL_EV_ERROR:
+        c->errors++;
+        c->last_err = ev->err;
+        break;
+    case RILL_EV_READ:
+        if (c->bytes + ev->len < sizeof c->text)
+            memcpy(c->text + c->bytes, ev->data, ev->len);
+        c->bytes += ev->len;
+        c->hash = th_hash(c->hash, ev->data, ev->len);
+        break;
+    default:
+        break;
+    }
+}
+
+rill_stream *th_cli_watch(rill_stream *s, th_cli *c, bool with_error)
+{
+    assert_non_null(s);
+    memset(c, 0, sizeof *c);
+    c->hash = TH_HASH_INIT;
+    assert_non_null(rill_stream_on(s, RILL_EV_CONNECT, th_cli_ev, c));
+    assert_non_null(rill_stream_on(s, RILL_EV_CLOSE, th_cli_ev, c));
+    assert_non_null(rill_stream_on(s, RILL_EV_READ, th_cli_ev, c));
+    if (with_error)
+        assert_non_null(rill_stream_on(s, RILL_EV_ERROR, th_cli_ev, c));
+    assert_int_equal(rill_stream_start(s), 0);
+    return s;
+}
+
+void th_cli_done(rill_stream *s, int status, void *arg)
+{
+    th_cli *c = arg;
+    (void)s;
+    if (status == 0)
+        c->done_ok++;
+    else
+        c->done_err++;
+    c->done_status = status;
+}
+
 int th_fd_count(void)
 {
     DIR *d = opendir("/proc/self/fd");

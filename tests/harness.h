@@ -41,6 +41,22 @@ uint64_t th_hash(uint64_t h, const void *data, size_t len);
 /* Fills buf with a deterministic pattern from seed. */
 void th_fill(void *buf, size_t len, uint64_t seed);
 
+/* A recorder of a client stream's events: counts, the last codes, the bytes read (the
+ * first 255 kept in text, all of them hashed), and write completions (th_cli_done). */
+typedef struct {
+    int connects, closes, errors, eofs, done_ok, done_err;
+    int last_err, close_err, done_status;
+    size_t bytes;
+    uint64_t hash;
+    char text[256];
+} th_cli;
+
+/* Subscribes c to CONNECT, CLOSE, READ (and ERROR when with_error; without it an error
+ * closes the stream) and starts reading; never EOF, so EOF closes the stream.  Returns s. */
+rill_stream *th_cli_watch(rill_stream *s, th_cli *c, bool with_error);
+/* A rill_done_fn counting into the th_cli given as arg. */
+void th_cli_done(rill_stream *s, int status, void *arg);
+
 /* Number of open fds of this process (from /proc/self/fd). */
 int th_fd_count(void);
 

@@ -19,66 +19,9 @@
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-typedef struct {
-    int connects, closes, errors, eofs, done_ok, done_err;
-    int last_err, close_err, done_status;
-    size_t bytes;
-    uint64_t hash;
-    char text[256];
-} cli;
-
-static void cli_ev(rill_stream *s, const rill_event *ev, void *arg)
-{
-    cli *c = arg;
-    (void)s;
-    switch (ev->type) {
-    case RILL_EV_CONNECT:
-        c->connects++;
-        break;
-    case RILL_EV_CLOSE:
-        c->closes++;
-        c->close_err = ev->err;
-        break;
-    case RILL_EV_ERROR:
-        c->errors++;
-        c->last_err = ev->err;
-        break;
-    case RILL_EV_READ:
-        if (c->bytes + ev->len < sizeof c->text)
-            memcpy(c->text + c->bytes, ev->data, ev->len);
-        c->bytes += ev->len;
-        c->hash = th_hash(c->hash, ev->data, ev->len);
-        break;
-    default:
-        break;
-    }
-}
-
-/* Subscribes c to everything but EOF (so EOF closes the stream) and starts reading. */
-static rill_stream *cli_watch(rill_stream *s, cli *c, bool with_error)
-{
-    assert_non_null(s);
-    memset(c, 0, sizeof *c);
-    c->hash = TH_HASH_INIT;
-    rill_stream_on(s, RILL_EV_CONNECT, cli_ev, c);
-    rill_stream_on(s, RILL_EV_CLOSE, cli_ev, c);
-    rill_stream_on(s, RILL_EV_READ, cli_ev, c);
-    if (with_error)
-        rill_stream_on(s, RILL_EV_ERROR, cli_ev, c);
-    assert_int_equal(rill_stream_start(s), 0);
-    return s;
-}
-
-static void on_done(rill_stream *s, int status, void *arg)
-{
-    cli *c = arg;
-    (void)s;
-    if (status == 0)
-        c->done_ok++;
-    else
-        c->done_err++;
-    c->done_status = status;
-}
+typedef th_cli cli;
+#define cli_watch th_cli_watch
+#define on_done th_cli_done
 
 typedef struct {
     rill_server *srv;

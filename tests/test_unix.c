@@ -10,46 +10,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-typedef struct {
-    int connects, closes, errors, last_err;
-    size_t bytes;
-    char text[256];
-} cli;
+typedef th_cli cli;
 
-static void cli_ev(rill_stream *s, const rill_event *ev, void *arg)
-{
-    cli *c = arg;
-    (void)s;
-    switch (ev->type) {
-    case RILL_EV_CONNECT:
-        c->connects++;
-        break;
-    case RILL_EV_CLOSE:
-        c->closes++;
-        break;
-    case RILL_EV_ERROR:
-        c->errors++;
-        c->last_err = ev->err;
-        break;
-    case RILL_EV_READ:
-        if (c->bytes + ev->len < sizeof c->text)
-            memcpy(c->text + c->bytes, ev->data, ev->len);
-        c->bytes += ev->len;
-        break;
-    default:
-        break;
-    }
-}
-
+/* A client recording everything (ERROR included, so an error does not close it). */
 static rill_stream *cli_watch(rill_stream *s, cli *c)
 {
-    assert_non_null(s);
-    memset(c, 0, sizeof *c);
-    for (int ev = RILL_EV_READ; ev <= RILL_EV_CONNECT; ev++)
-        if (ev != RILL_EV_EOF)
-            rill_stream_on(s, (rill_event_type)ev, cli_ev, c);
-    assert_int_equal(rill_stream_start(s), 0);
-    return s;
+    return th_cli_watch(s, c, true);
 }
 
 typedef struct {
