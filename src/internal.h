@@ -154,24 +154,27 @@ void rill__sigpipe_consume(void);
  * Touching a node is O(1) (move to the tail); no heap re-arm per read. ---------------- */
 
 typedef struct rill__tgroup rill__tgroup;
+/* 24 bytes: the time and the group share one word (a 48-bit millisecond clock lasts
+ * thousands of years; 16 bits number the loop's distinct timeout values). */
 typedef struct rill__tnode {
     rill__list link;
-    uint64_t last;        /* loop time of the last activity */
-    rill__tgroup *group;  /* NULL: not armed */
+    uint64_t state; /* last activity (loop ms) << 16 | group index, 0 when not armed */
 } rill__tnode;
+#define RILL__TG_MASK 0xffffu
 
 /* expire(node) runs on the loop thread when now >= last + ms; the node is disarmed first. */
 void rill__tnode_init(rill__tnode *t);
-/* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM. */
+/* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM (also
+ * when the loop already has 65,535 distinct timeout values). */
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *));
 void rill__tnode_disarm(rill__tnode *t);
 /* The armed timeout in ms, 0 when not armed. */
-uint64_t rill__tnode_ms(const rill__tnode *t);
+uint64_t rill__tnode_ms(const rill_loop *loop, const rill__tnode *t);
 void rill__tnode_move(rill_loop *loop, rill__tnode *t);
 /* Records activity: O(1), and only a compare when the node was touched this iteration. */
 static inline void rill__tnode_touch(rill_loop *loop, rill__tnode *t)
 {
-    if (t->group && t->last != rill__now(loop))
+    if ((t->state & RILL__TG_MASK) && (t->state >> 16) != rill__now(loop))
         rill__tnode_move(loop, t);
 }
 
@@ -185,10 +188,9 @@ typedef struct rill__io rill__io;
 typedef void rill__io_cb(rill__io *io, unsigned revents);
 
 struct rill__io {
-    int fd;
-    unsigned mask;    /* what the poller watches now */
-    int pidx;         /* backend's slot (poll: index in its array) */
     rill__io_cb *cb;
+    int fd;           /* registered with a poller at most once at a time */
+    unsigned mask;    /* what the poller watches now */
 };
 
 typedef struct {

@@ -73,7 +73,6 @@ rill_loop *rill_loop_new(const rill_loop_opts *opts)
     if (loop->stream_timeout == RILL_NEVER)
         loop->stream_timeout = 0;
     rill__list_init(&loop->defers);
-    rill__list_init(&loop->tgroups);
     rill__heap_init(&loop->timers);
     pthread_mutex_init(&loop->post_mu, NULL);
     loop->now = clock_ms();
@@ -129,11 +128,9 @@ int rill_loop_free(rill_loop *loop)
     rill__io_set(loop, &loop->wake_io, 0);
     close(loop->wake_fd);
     loop->poller->done(loop->pstate);
-    while (!rill__list_empty(&loop->tgroups)) {
-        rill__list *n = loop->tgroups.next;
-        rill__list_remove(n);
-        rill__free(rill__container_of(n, rill__tgroup, link));
-    }
+    for (size_t i = 0; i < loop->ntgroups; i++)
+        rill__free(loop->tgroups[i]);
+    rill__free(loop->tgroups);
     rill__timers_free(loop);
     rill__heap_free(&loop->timers);
     pthread_mutex_destroy(&loop->post_mu);
@@ -376,25 +373,45 @@ static void wake_cb(rill__io *io, unsigned revents)
 void rill__tnode_init(rill__tnode *t)
 {
     rill__list_init(&t->link);
-    t->last = 0;
-    t->group = NULL;
+    t->state = 0;
 }
 
-static rill__tgroup *tgroup_get(rill_loop *loop, uint64_t ms, void (*expire)(rill__tnode *))
+/* When the node's timeout falls due (saturating: a huge timeout never wraps to the past). */
+static inline uint64_t tnode_due(const rill__tgroup *g, const rill__tnode *t)
 {
-    for (rill__list *n = loop->tgroups.next; n != &loop->tgroups; n = n->next) {
-        rill__tgroup *g = rill__container_of(n, rill__tgroup, link);
-        if (g->ms == ms && g->expire == expire)
-            return g;
+    uint64_t last = t->state >> 16;
+    return g->ms > UINT64_MAX - last ? UINT64_MAX : last + g->ms;
+}
+
+static inline rill__tgroup *tgroup_of(const rill_loop *loop, const rill__tnode *t)
+{
+    return loop->tgroups[(t->state & RILL__TG_MASK) - 1];
+}
+
+/* The group's 1-based index, or 0 when out of memory or out of indexes. */
+static unsigned tgroup_get(rill_loop *loop, uint64_t ms, void (*expire)(rill__tnode *))
+{
+    for (size_t i = 0; i < loop->ntgroups; i++)
+        if (loop->tgroups[i]->ms == ms && loop->tgroups[i]->expire == expire)
+            return (unsigned)i + 1;
+    if (loop->ntgroups == RILL__TG_MASK)
+        return 0;
+    if (loop->ntgroups == loop->tgroups_cap) {
+        size_t cap = loop->tgroups_cap ? loop->tgroups_cap * 2 : 4;
+        rill__tgroup **v = rill__realloc(loop->tgroups, cap * sizeof *v);
+        if (!v)
+            return 0;
+        loop->tgroups = v;
+        loop->tgroups_cap = cap;
     }
     rill__tgroup *g = rill__malloc(sizeof *g);
     if (!g)
-        return NULL;
+        return 0;
     g->ms = ms;
     g->expire = expire;
     rill__list_init(&g->nodes);
-    rill__list_insert_tail(&loop->tgroups, &g->link);
-    return g;
+    loop->tgroups[loop->ntgroups++] = g;
+    return (unsigned)loop->ntgroups;
 }
 
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *))
@@ -402,41 +419,40 @@ int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)
     rill__tnode_disarm(t);
     if (ms == 0)
         return 0;
-    rill__tgroup *g = tgroup_get(loop, ms, expire);
-    if (!g)
+    unsigned gi = tgroup_get(loop, ms, expire);
+    if (!gi)
         return RILL_ENOMEM;
-    t->group = g;
-    t->last = loop->now;
-    rill__list_insert_tail(&g->nodes, &t->link);
+    t->state = loop->now << 16 | gi;
+    rill__list_insert_tail(&loop->tgroups[gi - 1]->nodes, &t->link);
     return 0;
 }
 
-uint64_t rill__tnode_ms(const rill__tnode *t)
+uint64_t rill__tnode_ms(const rill_loop *loop, const rill__tnode *t)
 {
-    return t->group ? t->group->ms : 0;
+    return (t->state & RILL__TG_MASK) ? tgroup_of(loop, t)->ms : 0;
 }
 
 void rill__tnode_disarm(rill__tnode *t)
 {
     rill__list_remove(&t->link);
-    t->group = NULL;
+    t->state = 0;
 }
 
 void rill__tnode_move(rill_loop *loop, rill__tnode *t)
 {
-    /* The list stays sorted by `last` because the cached clock never goes back. */
-    t->last = loop->now;
+    /* The list stays sorted by the activity time because the cached clock never goes back. */
+    t->state = loop->now << 16 | (t->state & RILL__TG_MASK);
     rill__list_remove(&t->link);
-    rill__list_insert_tail(&t->group->nodes, &t->link);
+    rill__list_insert_tail(&tgroup_of(loop, t)->nodes, &t->link);
 }
 
 static void run_tgroups(rill_loop *loop)
 {
-    for (rill__list *n = loop->tgroups.next; n != &loop->tgroups; n = n->next) {
-        rill__tgroup *g = rill__container_of(n, rill__tgroup, link);
+    for (size_t i = 0; i < loop->ntgroups; i++) {
+        rill__tgroup *g = loop->tgroups[i];
         while (!rill__list_empty(&g->nodes)) {
             rill__tnode *t = rill__container_of(g->nodes.next, rill__tnode, link);
-            if (t->last + g->ms > loop->now)
+            if (tnode_due(g, t) > loop->now)
                 break;
             rill__tnode_disarm(t);
             g->expire(t);
@@ -454,11 +470,11 @@ static int poll_timeout(rill_loop *loop, rill_run_mode mode)
     rill__hnode *top = rill__heap_top(&loop->timers);
     if (top)
         due = top->key;
-    for (rill__list *n = loop->tgroups.next; n != &loop->tgroups; n = n->next) {
-        rill__tgroup *g = rill__container_of(n, rill__tgroup, link);
+    for (size_t i = 0; i < loop->ntgroups; i++) {
+        rill__tgroup *g = loop->tgroups[i];
         if (!rill__list_empty(&g->nodes)) {
             rill__tnode *t = rill__container_of(g->nodes.next, rill__tnode, link);
-            due = RILL__MIN(due, t->last + g->ms);
+            due = RILL__MIN(due, tnode_due(g, t));
         }
     }
     if (due == UINT64_MAX)
@@ -524,7 +540,6 @@ void rill__io_init(rill__io *io, int fd, rill__io_cb *cb)
 {
     io->fd = fd;
     io->mask = 0;
-    io->pidx = -1;
     io->cb = cb;
 }
 

@@ -13,7 +13,6 @@ typedef struct rill__post {
 } rill__post;
 
 struct rill__tgroup {
-    rill__list link;
     rill__list nodes; /* oldest activity first */
     uint64_t ms;
     void (*expire)(rill__tnode *);
@@ -30,7 +29,8 @@ struct rill_loop {
     size_t handles; /* rill__handle_add */
     rill__list defers;
     rill__heap timers;
-    rill__list tgroups;
+    rill__tgroup **tgroups; /* tgroups[i - 1] is group i of rill__tnode.state */
+    size_t ntgroups, tgroups_cap;
     pthread_mutex_t post_mu;
     rill__post *post_head, *post_tail;
     atomic_size_t posts_inflight;

@@ -1050,7 +1050,7 @@ void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
 
 uint64_t rill_stream_timeout(const rill_stream *s)
 {
-    return s ? rill__tnode_ms(&s->tnode) : 0; /* the armed value: no copy kept */
+    return s ? rill__tnode_ms(s->loop, &s->tnode) : 0; /* the armed value: no copy kept */
 }
 
 void rill_stream_set_max_buffer(rill_stream *s, size_t max)

@@ -1,5 +1,7 @@
-/* src/poll/poll.c - the poll(2) backend: a pollfd array with the io pointers beside it.
- * Removal during dispatch leaves a hole that is compacted after the dispatch. */
+/* src/poll/poll.c - the poll(2) backend: a pollfd array with the io pointers beside it,
+ * and a map from fd to slot (an fd is registered once, so it names its slot; this keeps
+ * the slot index out of every rill__io).  Removal during dispatch leaves a hole that is
+ * compacted after the dispatch. */
 #include "internal.h"
 
 #include <poll.h>
@@ -8,7 +10,8 @@ typedef struct {
     rill_loop *loop;
     struct pollfd *pfd;
     rill__io **ios;
-    int n, cap;
+    int *slot; /* slot[fd]: index in pfd/ios, valid while fd is registered */
+    int n, cap, nslot;
     bool dispatching, holes;
 } pl_state;
 
@@ -27,6 +30,7 @@ static void pl_done(void *state)
     pl_state *s = state;
     rill__free(s->pfd);
     rill__free(s->ios);
+    rill__free(s->slot);
     rill__free(s);
 }
 
@@ -62,24 +66,40 @@ static void pl_remove(pl_state *s, int i)
     if (i != last) {
         s->pfd[i] = s->pfd[last];
         s->ios[i] = s->ios[last];
-        s->ios[i]->pidx = i;
+        s->slot[s->ios[i]->fd] = i;
     }
+}
+
+/* Makes slot[fd] addressable.  0 or RILL_ENOMEM. */
+static int pl_slot_reserve(pl_state *s, int fd)
+{
+    if (fd < s->nslot)
+        return 0;
+    int n = s->nslot ? s->nslot : 64;
+    while (n <= fd)
+        n *= 2;
+    int *slot = rill__realloc(s->slot, (size_t)n * sizeof *slot);
+    if (!slot)
+        return RILL_ENOMEM;
+    s->slot = slot;
+    s->nslot = n;
+    return 0;
 }
 
 static int pl_set(void *state, rill__io *io, unsigned mask)
 {
     pl_state *s = state;
     if (!io->mask) {
-        if (s->n == s->cap && pl_grow(s) < 0)
+        if ((s->n == s->cap && pl_grow(s) < 0) || pl_slot_reserve(s, io->fd) < 0)
             return RILL_ENOMEM;
-        io->pidx = s->n++;
-        s->pfd[io->pidx] = (struct pollfd){io->fd, pl_events(mask), 0};
-        s->ios[io->pidx] = io;
+        int i = s->n++;
+        s->slot[io->fd] = i;
+        s->pfd[i] = (struct pollfd){io->fd, pl_events(mask), 0};
+        s->ios[i] = io;
     } else if (!mask) {
-        pl_remove(s, io->pidx);
-        io->pidx = -1;
+        pl_remove(s, s->slot[io->fd]);
     } else {
-        s->pfd[io->pidx].events = pl_events(mask);
+        s->pfd[s->slot[io->fd]].events = pl_events(mask);
     }
     return 0;
 }
@@ -92,7 +112,7 @@ static void pl_compact(pl_state *s)
             continue;
         s->pfd[j] = s->pfd[i];
         s->ios[j] = s->ios[i];
-        s->ios[j]->pidx = j;
+        s->slot[s->ios[j]->fd] = j;
         j++;
     }
     s->n = j;
