@@ -27,7 +27,7 @@ static int tp_shutdown(rill_stream *s);
 static void tp_close(rill_stream *s);
 
 static const rill__transport compose_transport = {.name = "compose",
-                                                  .flags = RILL__TP_ASYNC,
+                                                  .flags = RILL__TP_ASYNC | RILL__TP_STATE,
                                                   .writev = tp_writev,
                                                   .start = tp_start,
                                                   .stop = tp_stop,
@@ -37,7 +37,7 @@ static const rill__transport compose_transport = {.name = "compose",
 /* The composed stream's state, or NULL when s is not composed (or closed). */
 static compose_tp *composed(const rill_stream *s)
 {
-    return s && s->tp == &compose_transport ? s->tpdata : NULL;
+    return s && s->tp == &compose_transport ? rill__tpdata(s) : NULL;
 }
 
 /* ---- events of the halves ------------------------------------------------------------------ */
@@ -100,7 +100,7 @@ static void on_written(rill_stream *out, int status, void *arg)
 
 static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    compose_tp *c = s->tpdata;
+    compose_tp *c = rill__tpdata(s);
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
@@ -116,7 +116,7 @@ static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
 
 static int tp_start(rill_stream *s)
 {
-    compose_tp *c = s->tpdata;
+    compose_tp *c = rill__tpdata(s);
     if (rill_stream_is_closed(c->in) || !rill_stream_readable(c->in))
         return 0; /* its CLOSE, EOF or error tells the composed stream */
     return rill_stream_start(c->in);
@@ -124,7 +124,7 @@ static int tp_start(rill_stream *s)
 
 static int tp_stop(rill_stream *s)
 {
-    compose_tp *c = s->tpdata;
+    compose_tp *c = rill__tpdata(s);
     if (!rill_stream_is_closed(c->in))
         rill_stream_stop(c->in);
     return 0;
@@ -141,7 +141,7 @@ static void on_shut(rill_stream *out, int status, void *arg)
 
 static int tp_shutdown(rill_stream *s)
 {
-    compose_tp *c = s->tpdata;
+    compose_tp *c = rill__tpdata(s);
     int rc = rill_stream_shutdown(c->out, on_shut, s);
     if (rc < 0)
         return rc;
@@ -153,8 +153,8 @@ static int tp_shutdown(rill_stream *s)
  * which close_gracefully flushes, is all that waits for `out`). */
 static void tp_close(rill_stream *s)
 {
-    compose_tp *c = s->tpdata;
-    s->tpdata = NULL;
+    compose_tp *c = rill__tpdata(s);
+    rill__set_tpdata(s, NULL);
     for (int i = 0; i < NSUBS; i++)
         rill_stream_off(i < OUT_ERROR ? c->in : c->out, c->subs[i]);
     rill_stream_close(c->in);
@@ -226,7 +226,7 @@ rill_stream *rill_stream_compose(rill_loop *loop, rill_stream *in, rill_stream *
     }
     rill_stream_ref(in);
     rill_stream_ref(out);
-    s->tpdata = c;
+    rill__set_tpdata(s, c);
     return s;
 }
 

@@ -56,14 +56,14 @@ static int tp_shutdown(rill_stream *s);
 static void tp_close(rill_stream *s);
 
 static const rill__transport custom_tp = {.name = "custom",
-                                          .flags = RILL__TP_ASYNC,
+                                          .flags = RILL__TP_ASYNC | RILL__TP_STATE,
                                           .writev = tp_writev,
                                           .start = tp_start,
                                           .stop = tp_stop,
                                           .shutdown = tp_shutdown,
                                           .close = tp_close};
 static const rill__transport file_tp = {.name = "file",
-                                        .flags = RILL__TP_ASYNC,
+                                        .flags = RILL__TP_ASYNC | RILL__TP_STATE,
                                         .writev = tp_writev,
                                         .start = tp_start,
                                         .stop = tp_stop,
@@ -146,7 +146,7 @@ static void read_done(void *arg, int status)
 
 static int tp_start(rill_stream *s)
 {
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     p->started = true;
     if (p->rheld)
         rill__defer_queue(p->loop, &p->defer, 0); /* never inside the user's call */
@@ -157,7 +157,7 @@ static int tp_start(rill_stream *s)
 
 static int tp_stop(rill_stream *s)
 {
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     p->started = false;
     return 0;
 }
@@ -218,7 +218,7 @@ static int copy_batch(pool_tp *p, const struct iovec *iov, int n)
 
 static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     int rc = copy_batch(p, iov, n);
     if (rc < 0)
         return rc;
@@ -246,7 +246,7 @@ static void shutdown_done(void *arg, int status)
 
 static int tp_shutdown(rill_stream *s)
 {
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     if (!p->ops->shutdown)
         return 0; /* nothing to end: no more writes is all it means */
     p->swait = true;
@@ -268,8 +268,8 @@ static void close_finish(pool_tp *p, int status)
     rill_stream *s = p->held;
     p->held = NULL;
     if (!s->err && status < 0)
-        s->err = status; /* rill_stream_error tells it even after CLOSE */
-    s->tpdata = NULL;
+        s->err = (int16_t)status; /* rill_stream_error tells it even after CLOSE */
+    rill__set_tpdata(s, NULL);
     if (p->closed_fn)
         p->closed_fn(p->closed_arg, status);
     rill_stream_unref(s);
@@ -286,7 +286,7 @@ static void close_done(void *arg, int status)
 
 static void tp_close(rill_stream *s)
 {
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     p->s = NULL;
     p->closing = true;
     atomic_store(&p->abandon, true);
@@ -415,7 +415,7 @@ rill_stream *rill__pool_stream(rill_loop *loop, const rill_transport_ops *ops, v
     p->serial = kind == RILL__POOL_FILE;
     atomic_init(&p->abandon, false);
     rill__defer_init(&p->defer, on_defer);
-    s->tpdata = p;
+    rill__set_tpdata(s, p);
     return s;
 }
 
@@ -431,9 +431,9 @@ rill_stream *rill_stream_new_custom(rill_loop *loop, const rill_transport_ops *o
 
 int rill__pool_close_wait(rill_stream *s, void (*fn)(void *arg, int status), void *arg)
 {
-    if (!s || !is_pool_stream(s) || !s->tpdata || !(s->flags & RILL__S_CLOSED))
+    if (!s || !is_pool_stream(s) || !rill__tpdata(s) || !(s->flags & RILL__S_CLOSED))
         return RILL_EINVAL;
-    pool_tp *p = s->tpdata;
+    pool_tp *p = rill__tpdata(s);
     if (p->closed_fn)
         return RILL_EINVAL; /* one waiter is all close_async needs */
     p->closed_fn = fn;

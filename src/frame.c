@@ -122,7 +122,7 @@ static int request(rill_stream *s, rill__freq *q)
      * this call. */
     if (s->x->in.len) {
         s->dflags |= RILL__D_FRAME;
-        rill__defer_queue(s->loop, &s->defer, 0);
+        rill__stream_queue(s);
     }
     if (starts_reading || s->x->in.len)
         rill__stream_update(s); /* otherwise reading and activity do not change */

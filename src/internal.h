@@ -264,7 +264,8 @@ static inline void rill__buf_find_reset(rill__buf *b)
 /* Transport flags. */
 enum {
     RILL__TP_ASYNC = 1u, /* writes complete later (rill__stream_write_done); always queued */
-    RILL__TP_SOCKET = 2u /* the fd is a socket: send with MSG_NOSIGNAL, shutdown(2) */
+    RILL__TP_SOCKET = 2u, /* the fd is a socket: send with MSG_NOSIGNAL, shutdown(2) */
+    RILL__TP_STATE = 4u   /* keeps state in tpdata: the extension exists from creation */
 };
 
 /* What differs between kinds of stream.  NULL entries take the fd defaults (stream.c). */
@@ -309,6 +310,9 @@ enum {
     RILL__S_FEEDING = 1u << 16,   /* inside rill__frame_feed: it updates the state once at its end */
     RILL__S_EOF_DONE = 1u << 17,  /* EOF reported (event or graceful close) */
     RILL__S_TIMEOUT_SET = 1u << 18, /* the user chose the inactivity timeout (0 included) */
+    RILL__S_QUEUED = 1u << 19,    /* on the loop's queue of streams with deferred work */
+    RILL__S_SUBLIST = 1u << 20,   /* subscriptions are in subs.list, not subs.one */
+    RILL__S_ONE_ONCE = 1u << 21,  /* subs.one is a once subscription */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */
@@ -339,33 +343,49 @@ typedef struct rill__sx {
     rill__freq *ffree;       /* recycled framing requests */
     rill_done_fn *shut_cb;
     void *shut_arg;
+    void *tpdata;            /* the transport's own state (RILL__TP_STATE, IPC) */
+    size_t written_pending;  /* for the WRITE event (exists once WRITE has a handler) */
+    int pending_err;         /* RILL__D_ERROR, RILL__D_SHUT */
 } rill__sx;
 
 #define RILL__DEFAULT_HIGH (64 * 1024)
 #define RILL__DEFAULT_MAX_BUFFER (1024 * 1024)
 
+/* 136 bytes: an idle connection is this one allocation (subscribe once, default timeout
+ * armed).  Everything else lives in the extension `x`. */
 struct rill_stream {
-    /* The echo path reads and writes the first two cache lines only. */
+    /* The echo path reads and writes the first cache line, and tnode on the second. */
     rill_loop *loop;
     const rill__transport *tp;
     rill__io io;             /* io.fd: the fd, or -1 */
     uint32_t flags;          /* RILL__S_* */
-    uint16_t dflags;         /* RILL__D_* */
-    uint16_t submask;        /* bit per event type with a live subscription */
     int refs;
-    int err;                 /* first error */
-    rill_sub *subs;          /* subscriptions, in order */
+    uint16_t submask;        /* bit per event type with a live subscription */
+    int16_t err;             /* first error (every code fits: they are above -4096) */
+    uint8_t dflags;          /* RILL__D_* */
+    uint8_t emitting;        /* nesting depth of event dispatch */
+    uint8_t one_type;        /* subs.one's event type */
+    uint8_t family;          /* AF_* (all fit in a byte) */
+    union {
+        /* Without RILL__S_SUBLIST: at most one subscription, stored here (h NULL: none).
+         * Its handle is &subs.one. */
+        struct {
+            rill_handler *h;
+            void *arg;
+        } one;
+        /* With it: the list, in order; `was_one` is the node that took over the handle
+         * &subs.one when the list began (NULL once that subscription is gone). */
+        struct {
+            rill_sub *head;
+            rill_sub *was_one;
+        } list;
+    } subs;
     rill__tnode tnode;
     rill__sx *x;             /* NULL until a write queues, a framing request, ... */
-    size_t written_pending;  /* for the WRITE event */
-    void *tpdata;            /* the transport's own state */
     void *data;
-    rill__defer defer;
+    rill_stream *dnext;      /* the loop's stream queue (RILL__S_QUEUED) */
     rill_server *server;     /* the server that accepted it */
     rill__list srv_link;     /* in the server's connection set */
-    int pending_err;         /* RILL__D_ERROR */
-    uint16_t emitting;       /* nesting depth of event dispatch */
-    uint8_t family;          /* AF_* (all fit in a byte) */
 };
 
 /* The stream's extension, created on first use.  NULL: out of memory. */
@@ -390,9 +410,36 @@ static inline size_t rill__stream_max_buffer(const rill_stream *s)
 {
     return s->x ? s->x->max_buffer : RILL__DEFAULT_MAX_BUFFER;
 }
+/* The transport's state: set only on RILL__TP_STATE streams (whose extension exists) or
+ * after rill__stream_sx succeeded. */
+static inline void *rill__tpdata(const rill_stream *s)
+{
+    return s->x ? s->x->tpdata : NULL;
+}
+static inline void rill__set_tpdata(rill_stream *s, void *p)
+{
+    assert(s->x || !p);
+    if (s->x)
+        s->x->tpdata = p;
+}
+
+/* The loop's queue of streams with deferred work (loop.c owns it, stream.c runs it): a
+ * singly linked FIFO, so a stream carries one pointer for it, not a deferred call. */
+typedef struct rill__squeue {
+    rill_stream *head, *tail;
+    rill_stream *running; /* the batch being run: what it still holds */
+    rill__defer defer;    /* runs the batch, at priority 0 */
+} rill__squeue;
+rill__squeue *rill__loop_squeue(rill_loop *loop);
+/* Puts s on the queue (a no-op when it is on it): its dflags work runs in the next
+ * deferred phase. */
+void rill__stream_queue(rill_stream *s);
+/* The queue's deferred call (stream.c). */
+void rill__stream_run_queue(rill__defer *d);
 
 /* Creates a stream over transport tp (refs 1, open).  fd may be -1.  The caller sets the
- * READABLE / WRITABLE / IPC flags and tpdata.  NULL with errno ENOMEM. */
+ * READABLE / WRITABLE / IPC flags and tpdata (RILL__TP_STATE transports get the extension
+ * here).  NULL with errno ENOMEM. */
 rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd,
                               uint32_t flags);
 /* Readiness transports: the fd's poller callback (shared by every fd transport). */

@@ -63,9 +63,11 @@ static void pending_pop(ipc_state *st)
 
 static ipc_state *state_get(rill_stream *s)
 {
-    if (!s->tpdata)
-        s->tpdata = rill__calloc(1, sizeof(ipc_state));
-    return s->tpdata;
+    if (!rill__stream_sx(s))
+        return NULL;
+    if (!s->x->tpdata)
+        s->x->tpdata = rill__calloc(1, sizeof(ipc_state));
+    return s->x->tpdata;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -121,7 +123,7 @@ static int iov_slice(const struct iovec *iov, int n, size_t skip, size_t limit, 
  * sendmsg carrying an fd starts exactly at its offset and stops before the next one's. */
 static size_t next_part(rill_stream *s, uint64_t at, size_t left, int *fd)
 {
-    ipc_state *st = s->tpdata;
+    ipc_state *st = rill__tpdata(s);
     pending_fd *p = pending_at(st, 0);
     while (p && p->off < at) { /* only when bytes were dropped after an error */
         pending_pop(st);
@@ -141,7 +143,7 @@ static size_t next_part(rill_stream *s, uint64_t at, size_t left, int *fd)
  * stream.c hands over the queue from its front, whose offset is s->x->wq_written. */
 static ssize_t ipc_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    ipc_state *st = s->tpdata;
+    ipc_state *st = rill__tpdata(s);
     if (!st || !st->len)
         return send_part(s->io.fd, iov, n, -1); /* the common case: nothing to attach */
     size_t total = 0, sent = 0;
@@ -262,13 +264,13 @@ static ssize_t ipc_read(rill_stream *s, void *buf, size_t len)
 
 static void ipc_close(rill_stream *s)
 {
-    ipc_state *st = s->tpdata;
+    ipc_state *st = rill__tpdata(s);
     if (st) {
         while (st->len)
             pending_pop(st); /* never sent: the stream closed first */
         rill__free(st->v);
         rill__free(st);
-        s->tpdata = NULL;
+        rill__set_tpdata(s, NULL);
     }
     if (s->io.fd >= 0 && !(s->flags & RILL__S_STOLEN))
         close(s->io.fd);

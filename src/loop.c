@@ -73,6 +73,7 @@ rill_loop *rill_loop_new(const rill_loop_opts *opts)
     if (loop->stream_timeout == RILL_NEVER)
         loop->stream_timeout = 0;
     rill__list_init(&loop->defers);
+    rill__defer_init(&loop->squeue.defer, rill__stream_run_queue);
     rill__heap_init(&loop->timers);
     pthread_mutex_init(&loop->post_mu, NULL);
     loop->now = clock_ms();
@@ -191,6 +192,11 @@ void rill__handle_remove(rill_loop *loop)
 {
     assert(loop->handles > 0);
     loop->handles--;
+}
+
+rill__squeue *rill__loop_squeue(rill_loop *loop)
+{
+    return &loop->squeue;
 }
 
 char *rill__loop_scratch(rill_loop *loop, size_t *len)

@@ -28,6 +28,7 @@ struct rill_loop {
     size_t active;  /* rill__loop_ref */
     size_t handles; /* rill__handle_add */
     rill__list defers;
+    rill__squeue squeue;
     rill__heap timers;
     rill__tgroup **tgroups; /* tgroups[i - 1] is group i of rill__tnode.state */
     size_t ntgroups, tgroups_cap;

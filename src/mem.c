@@ -42,6 +42,7 @@ static int tp_shutdown(rill_stream *s);
 static void tp_close(rill_stream *s);
 
 static const rill__transport mem_tp = {.name = "pipe",
+                                       .flags = RILL__TP_STATE,
                                        .writev = tp_writev,
                                        .start = tp_start,
                                        .stop = tp_stop,
@@ -196,7 +197,7 @@ static void recover(bridge *b)
 /* stream.c calls start or stop on every state change: note the change, act later. */
 static int tp_sync(rill_stream *s, bool reading)
 {
-    bridge *b = s->tpdata;
+    bridge *b = rill__tpdata(s);
     recover(b);
     if (!b->read_end) {
         arm_write(b);
@@ -221,7 +222,7 @@ static int tp_stop(rill_stream *s)
 /* Copies what fits below the pipe's bsize; RILL_EAGAIN when nothing does. */
 static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    bridge *b = s->tpdata;
+    bridge *b = rill__tpdata(s);
     size_t done = 0;
     for (int i = 0; i < n; i++) {
         if (!iov[i].iov_len)
@@ -238,7 +239,7 @@ static ssize_t tp_writev(rill_stream *s, const struct iovec *iov, int n)
 
 static int tp_shutdown(rill_stream *s)
 {
-    bridge *b = s->tpdata;
+    bridge *b = rill__tpdata(s);
     return rill_pipe_write_eof(b->p);
 }
 
@@ -246,7 +247,7 @@ static int tp_shutdown(rill_stream *s)
  * returned).  Write end: ends the data.  The pipe is not touched after this. */
 static void tp_close(rill_stream *s)
 {
-    bridge *b = s->tpdata;
+    bridge *b = rill__tpdata(s);
     rill__pipe_set_hook(b->p, NULL, NULL);
     rill__defer_cancel(b->loop, &b->defer);
     b->s = NULL;
@@ -284,7 +285,7 @@ rill_stream *rill_pipe_stream(rill_loop *loop, rill_pipe *p, bool read_end)
     b->s = s;
     b->read_end = read_end;
     rill__defer_init(&b->defer, on_defer);
-    s->tpdata = b;
+    rill__set_tpdata(s, b);
     rill__pipe_set_hook(p, on_ready, b);
     return s;
 }

@@ -28,7 +28,7 @@ struct rill__wdone {
 
 void (*rill__server_forget)(rill_stream *s);
 
-static void stream_dispatch(rill__defer *d);
+static void stream_dispatch(rill_stream *s);
 static void stream_expire(rill__tnode *t);
 static void flush(rill_stream *s, bool user_call);
 static void finish_shutdown(rill_stream *s, int status);
@@ -38,7 +38,8 @@ static void finish_shutdown(rill_stream *s, int status);
 rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd, uint32_t flags)
 {
     rill_stream *s = rill__calloc(1, sizeof *s);
-    if (!s) {
+    if (!s || ((tp->flags & RILL__TP_STATE) && !rill__stream_sx(s))) {
+        rill__free(s);
         errno = ENOMEM;
         return NULL;
     }
@@ -49,11 +50,12 @@ rill_stream *rill__stream_new(rill_loop *loop, const rill__transport *tp, int fd
     rill__io_init(&s->io, fd, rill__stream_io);
     rill__list_init(&s->srv_link);
     rill__tnode_init(&s->tnode);
-    rill__defer_init(&s->defer, stream_dispatch);
     s->family = AF_UNSPEC;
     rill__handle_add(loop);
     return s;
 }
+
+static_assert(sizeof(struct rill_stream) <= 136, "an idle connection is one 144-byte malloc chunk");
 
 rill__sx *rill__stream_sx(rill_stream *s)
 {
@@ -71,14 +73,37 @@ rill__sx *rill__stream_sx(rill_stream *s)
     return s->x = x;
 }
 
+/* Takes s off the loop's stream queue (rare: a stream is freed from its own dispatch). */
+static void unqueue(rill_stream *s)
+{
+    rill__squeue *q = rill__loop_squeue(s->loop);
+    rill_stream *prev = NULL;
+    for (rill_stream **pp = &q->head; *pp; prev = *pp, pp = &(*pp)->dnext)
+        if (*pp == s) {
+            *pp = s->dnext;
+            if (q->tail == s)
+                q->tail = prev;
+            s->flags &= ~RILL__S_QUEUED;
+            return;
+        }
+    for (rill_stream **pp = &q->running; *pp; pp = &(*pp)->dnext)
+        if (*pp == s) {
+            *pp = s->dnext;
+            s->flags &= ~RILL__S_QUEUED;
+            return;
+        }
+}
+
 static void stream_free(rill_stream *s)
 {
     assert(s->flags & RILL__S_CLOSE_DONE);
-    rill__defer_cancel(s->loop, &s->defer);
-    for (rill_sub *n, *sub = s->subs; sub; sub = n) {
-        n = sub->next;
-        rill__free(sub);
-    }
+    if (s->flags & RILL__S_QUEUED)
+        unqueue(s);
+    if (s->flags & RILL__S_SUBLIST)
+        for (rill_sub *n, *sub = s->subs.list.head; sub; sub = n) {
+            n = sub->next;
+            rill__free(sub);
+        }
     if (s->x) {
         rill__buf_free(&s->x->wq);
         rill__buf_free(&s->x->in);
@@ -169,29 +194,110 @@ void rill__stream_update(rill_stream *s)
     }
 }
 
+void rill__stream_queue(rill_stream *s)
+{
+    if (s->flags & RILL__S_QUEUED)
+        return;
+    rill__squeue *q = rill__loop_squeue(s->loop);
+    s->flags |= RILL__S_QUEUED;
+    s->dnext = NULL;
+    if (q->tail)
+        q->tail->dnext = s;
+    else
+        q->head = s;
+    q->tail = s;
+    rill__defer_queue(s->loop, &q->defer, 0);
+}
+
 static void schedule(rill_stream *s, uint32_t what)
 {
-    s->dflags |= what;
-    rill__defer_queue(s->loop, &s->defer, 0);
+    s->dflags |= (uint8_t)what;
+    rill__stream_queue(s);
     rill__stream_update(s);
+}
+
+/* The queue's deferred call: runs the streams queued before it began, in order; what they
+ * queue runs in the next iteration, like every deferred call. */
+void rill__stream_run_queue(rill__defer *d)
+{
+    rill__squeue *q = rill__container_of(d, rill__squeue, defer);
+    assert(!q->running);
+    q->running = q->head;
+    q->head = q->tail = NULL;
+    while (q->running) {
+        rill_stream *s = q->running;
+        q->running = s->dnext;
+        s->flags &= ~RILL__S_QUEUED;
+        stream_dispatch(s);
+    }
 }
 
 /* ---- events -------------------------------------------------------------------------- */
 
+/* The handle of the subscription stored in the stream itself. */
+static inline rill_sub *one_handle(rill_stream *s)
+{
+    return (rill_sub *)(void *)&s->subs.one;
+}
+
+static rill_sub *sub_node(rill_handler *h, void *arg, unsigned type, bool once)
+{
+    rill_sub *sub = rill__malloc(sizeof *sub);
+    if (sub)
+        *sub = (rill_sub){NULL, h, arg, (uint8_t)type, once, false};
+    return sub;
+}
+
+/* The first subscription lives in the stream (an idle connection allocates nothing for
+ * it); a second one moves both to a list, keeping the first one's handle valid. */
 static rill_sub *subscribe(rill_stream *s, rill_event_type ev, rill_handler *h, void *arg, bool once)
 {
     if (!s || !h || (unsigned)ev >= RILL_EV__COUNT) {
         errno = EINVAL;
         return NULL;
     }
-    rill_sub *sub = rill__malloc(sizeof *sub);
+    /* WRITE handlers get a byte count kept in the extension */
+    if (ev == RILL_EV_WRITE && !rill__stream_sx(s)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (!(s->flags & RILL__S_SUBLIST)) {
+        if (!s->subs.one.h && !s->emitting) {
+            s->subs.one.h = h;
+            s->subs.one.arg = arg;
+            s->one_type = (uint8_t)ev;
+            s->flags = once ? s->flags | RILL__S_ONE_ONCE : s->flags & ~RILL__S_ONE_ONCE;
+            s->submask = (uint16_t)(1u << ev);
+            return one_handle(s);
+        }
+        rill_sub *first = NULL;
+        if (s->subs.one.h &&
+            !(first = sub_node(s->subs.one.h, s->subs.one.arg, s->one_type,
+                               s->flags & RILL__S_ONE_ONCE))) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        rill_sub *sub = sub_node(h, arg, ev, once);
+        if (!sub) {
+            rill__free(first);
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (first)
+            first->next = sub;
+        s->subs.list.head = first ? first : sub;
+        s->subs.list.was_one = first;
+        s->flags |= RILL__S_SUBLIST;
+        s->submask |= (uint16_t)(1u << ev);
+        return sub;
+    }
+    rill_sub *sub = sub_node(h, arg, ev, once);
     if (!sub) {
         errno = ENOMEM;
         return NULL;
     }
-    *sub = (rill_sub){NULL, h, arg, (uint8_t)ev, once, false};
     s->submask |= (uint16_t)(1u << ev);
-    rill_sub **pp = &s->subs;
+    rill_sub **pp = &s->subs.list.head;
     while (*pp)
         pp = &(*pp)->next;
     *pp = sub;
@@ -211,17 +317,28 @@ rill_sub *rill_stream_once(rill_stream *s, rill_event_type ev, rill_handler *h, 
 /* Unlinks dead subscriptions; only when no dispatch walks the list. */
 static void sweep(rill_stream *s)
 {
-    rill_sub **pp = &s->subs;
+    if (!(s->flags & RILL__S_SUBLIST)) {
+        s->submask = s->subs.one.h ? (uint16_t)(1u << s->one_type) : 0;
+        return;
+    }
+    rill_sub **pp = &s->subs.list.head;
     s->submask = 0;
     while (*pp) {
         rill_sub *sub = *pp;
         if (sub->dead) {
             *pp = sub->next;
+            if (s->subs.list.was_one == sub)
+                s->subs.list.was_one = NULL;
             rill__free(sub);
         } else {
             s->submask |= (uint16_t)(1u << sub->type);
             pp = &sub->next;
         }
+    }
+    if (!s->subs.list.head) { /* back to the inline slot */
+        s->flags &= ~RILL__S_SUBLIST;
+        s->subs.one.h = NULL;
+        s->subs.one.arg = NULL;
     }
 }
 
@@ -229,6 +346,17 @@ void rill_stream_off(rill_stream *s, rill_sub *sub)
 {
     if (!s || !sub)
         return;
+    if (sub == one_handle(s)) {
+        if (!(s->flags & RILL__S_SUBLIST)) {
+            s->subs.one.h = NULL; /* an emit in progress reads it before each call */
+            if (!s->emitting)
+                sweep(s);
+            return;
+        }
+        sub = s->subs.list.was_one;
+        if (!sub)
+            return;
+    }
     sub->dead = true;
     if (!s->emitting)
         sweep(s);
@@ -238,8 +366,10 @@ bool rill_stream_has_subscribers(const rill_stream *s, rill_event_type ev)
 {
     if (!s || (unsigned)ev >= RILL_EV__COUNT || !(s->submask & (1u << ev)))
         return false;
+    if (!(s->flags & RILL__S_SUBLIST))
+        return s->subs.one.h && s->one_type == ev;
     /* the mask may still hold a type whose last subscription died during a dispatch */
-    for (const rill_sub *sub = s->subs; sub; sub = sub->next)
+    for (const rill_sub *sub = s->subs.list.head; sub; sub = sub->next)
         if (sub->type == ev && !sub->dead)
             return true;
     return false;
@@ -249,21 +379,31 @@ bool rill_stream_has_subscribers(const rill_stream *s, rill_event_type ev)
  * handler may close the stream or drop the last user reference. */
 void rill__stream_emit(rill_stream *s, const rill_event *ev)
 {
-    rill_sub *last = s->subs;
-    if (!last)
-        return;
-    while (last->next)
-        last = last->next;
+    if (!(s->submask & (1u << ev->type)))
+        return; /* a live subscription always has its bit */
     hold(s);
+    assert(s->emitting < UINT8_MAX);
     s->emitting++;
-    for (rill_sub *sub = s->subs; sub; sub = sub->next) {
-        if (!sub->dead && sub->type == ev->type) {
-            if (sub->once)
-                sub->dead = true;
-            sub->h(s, ev, sub->arg);
+    if (!(s->flags & RILL__S_SUBLIST)) {
+        rill_handler *h = s->subs.one.h;
+        if (h && s->one_type == ev->type) {
+            if (s->flags & RILL__S_ONE_ONCE)
+                s->subs.one.h = NULL;
+            h(s, ev, s->subs.one.arg);
         }
-        if (sub == last)
-            break;
+    } else {
+        rill_sub *last = s->subs.list.head;
+        while (last->next)
+            last = last->next;
+        for (rill_sub *sub = s->subs.list.head; sub; sub = sub->next) {
+            if (!sub->dead && sub->type == ev->type) {
+                if (sub->once)
+                    sub->dead = true;
+                sub->h(s, ev, sub->arg);
+            }
+            if (sub == last)
+                break;
+        }
     }
     if (--s->emitting == 0)
         sweep(s);
@@ -317,9 +457,11 @@ static void run_completions(rill_stream *s, int status)
 static void fail(rill_stream *s, int err, bool user_call)
 {
     if (!s->err)
-        s->err = err;
+        s->err = (int16_t)err;
     if (user_call) {
-        s->pending_err = err;
+        /* without memory for the extension, the ERROR event reports the first error */
+        if (rill__stream_sx(s))
+            s->x->pending_err = err;
         schedule(s, RILL__D_ERROR);
         return;
     }
@@ -331,7 +473,7 @@ void rill__stream_error(rill_stream *s, int err)
     if (s->flags & RILL__S_CLOSED)
         return;
     if (!s->err)
-        s->err = err;
+        s->err = (int16_t)err;
     hold(s);
     s->flags &= ~RILL__S_WATCH_W;
     if (s->x)
@@ -523,7 +665,8 @@ void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
         return;
     }
     rill__tnode_touch(s->loop, &s->tnode);
-    if (s->x || !(s->flags & RILL__S_READING)) { /* framing, buffered input, or a stray read */
+    if (!(s->flags & RILL__S_READING) || (s->x && (s->x->in.len || rill__frames_pending(s)))) {
+        /* framing, buffered input, or a stray read */
         rill__frame_feed(s, data, (size_t)n);
         return;
     }
@@ -607,7 +750,7 @@ void rill__stream_write_done(rill_stream *s, ssize_t n)
         size_t before = s->x->wq.len;
         rill__buf_consume(&s->x->wq, (size_t)n);
         s->x->wq_written += (uint64_t)n;
-        s->written_pending += (size_t)n;
+        s->x->written_pending += (size_t)n;
         rill__tnode_touch(s->loop, &s->tnode);
         run_completions(s, 0);
         after_progress(s, before);
@@ -657,7 +800,7 @@ static void flush(rill_stream *s, bool user_call)
     if (total) {
         rill__tnode_touch(s->loop, &s->tnode);
         if (rill_stream_has_subscribers(s, RILL_EV_WRITE)) {
-            s->written_pending += total;
+            s->x->written_pending += total;
             s->dflags |= RILL__D_WRITE;
         }
     }
@@ -763,7 +906,7 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     if (done) {
         rill__tnode_touch(s->loop, &s->tnode);
         if (rill_stream_has_subscribers(s, RILL_EV_WRITE)) {
-            s->written_pending += done;
+            s->x->written_pending += done; /* WRITE handlers made the extension */
             s->dflags |= RILL__D_WRITE;
         }
     }
@@ -899,7 +1042,8 @@ static void do_shutdown(rill_stream *s)
 void rill__stream_shutdown_done(rill_stream *s, int status)
 {
     s->flags |= RILL__S_SHUT_DONE;
-    s->pending_err = status;
+    if (s->x) /* rill_stream_shutdown made it */
+        s->x->pending_err = status;
     schedule(s, RILL__D_SHUT);
 }
 
@@ -994,28 +1138,27 @@ static void finish_close(rill_stream *s)
     release(s);
 }
 
-static void stream_dispatch(rill__defer *d)
+static void stream_dispatch(rill_stream *s)
 {
-    rill_stream *s = rill__container_of(d, rill_stream, defer);
     hold(s);
     while (s->dflags && !(s->flags & RILL__S_CLOSE_DONE)) {
         uint32_t f = s->dflags;
         s->dflags = 0;
         if (f & RILL__D_DONE)
             run_completions(s, 0);
-        if ((f & RILL__D_WRITE) && s->written_pending) {
-            size_t n = s->written_pending;
-            s->written_pending = 0;
+        if ((f & RILL__D_WRITE) && s->x && s->x->written_pending) {
+            size_t n = s->x->written_pending;
+            s->x->written_pending = 0;
             emit_simple(s, RILL_EV_WRITE, 0, n);
         }
         if ((f & RILL__D_DRAIN) && !(s->flags & RILL__S_CLOSED))
             emit_simple(s, RILL_EV_DRAIN, 0, 0);
         if (f & RILL__D_ERROR)
-            rill__stream_error(s, s->pending_err);
+            rill__stream_error(s, s->x && s->x->pending_err ? s->x->pending_err : s->err);
         if ((f & RILL__D_FRAME) && !(s->flags & RILL__S_CLOSED))
             rill__frame_feed(s, NULL, 0);
         if (f & RILL__D_SHUT)
-            finish_shutdown(s, s->pending_err);
+            finish_shutdown(s, s->x ? s->x->pending_err : 0);
         if (f & RILL__D_CLOSE) {
             s->dflags = 0;
             finish_close(s);
@@ -1033,7 +1176,7 @@ static void stream_expire(rill__tnode *t)
     rill_stream *s = rill__container_of(t, rill_stream, tnode);
     hold(s);
     if (!s->err)
-        s->err = RILL_ETIMEDOUT;
+        s->err = (int16_t)RILL_ETIMEDOUT;
     emit_simple(s, RILL_EV_TIMEOUT, RILL_ETIMEDOUT, 0);
     rill_stream_close(s);
     release(s);

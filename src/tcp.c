@@ -56,9 +56,9 @@ typedef struct {
 static void sock_close(rill_stream *s);
 
 static const rill__transport tcp_transport = {
-    .name = "tcp", .flags = RILL__TP_SOCKET, .close = sock_close};
+    .name = "tcp", .flags = RILL__TP_SOCKET | RILL__TP_STATE, .close = sock_close};
 static const rill__transport unix_transport = {
-    .name = "unix", .flags = RILL__TP_SOCKET, .close = sock_close};
+    .name = "unix", .flags = RILL__TP_SOCKET | RILL__TP_STATE, .close = sock_close};
 
 static void start_next(connector *c);
 
@@ -98,9 +98,9 @@ static void connector_free(connector *c)
 
 static void sock_close(rill_stream *s)
 {
-    if (s->tpdata) {
-        connector_release(s->tpdata);
-        s->tpdata = NULL;
+    if (rill__tpdata(s)) {
+        connector_release(rill__tpdata(s));
+        rill__set_tpdata(s, NULL);
     }
     if (s->io.fd >= 0 && !(s->flags & RILL__S_STOLEN))
         close(s->io.fd);
@@ -120,7 +120,7 @@ static void connector_win(connector *c, attempt *a)
     rill__io_set(s->loop, &a->io, 0);
     a->io.fd = -1;
     c->inflight--;
-    s->tpdata = NULL;
+    rill__set_tpdata(s, NULL);
     connector_release(c);
     s->io.fd = fd;
     s->family = family;
@@ -356,7 +356,7 @@ static void resolve_done(void *arg, int status)
     resolve_job *j = arg;
     rill_stream *s = j->s;
     if (!(s->flags & RILL__S_CLOSED)) { /* closed meanwhile: nobody wants the answer */
-        connector *c = s->tpdata;
+        connector *c = rill__tpdata(s);
         assert(c); /* attempts start only after the answer: nothing connected meanwhile */
         int rc = status;
         if (rc == 0 && j->rc) {
@@ -465,7 +465,7 @@ static rill_stream *connect_start(rill_loop *loop, connector *c, const rill_conn
         errno = ENOMEM;
         return NULL;
     }
-    s->tpdata = c;
+    rill__set_tpdata(s, c);
     c->s = s;
     rill__defer_queue(loop, &c->defer, 0);
     rill__stream_update(s); /* connecting keeps the loop running */

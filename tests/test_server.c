@@ -255,6 +255,40 @@ static void test_accept_batch(void **state)
     th_loop_free(loop);
 }
 
+/* An idle accepted connection with one subscription and the default 15 s timeout armed
+ * is one allocation: the stream (the subscription and the timeout live inside it). */
+static void test_idle_connection_is_one_allocation(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    srv_t t;
+    srv_start(loop, &t); /* its handler subscribes to CLOSE and starts reading */
+    enum { N = 32 };
+    int cl[N + 1];
+    cl[N] = plain_client(t.srv); /* first one: the loop's lazily made tables */
+    TH_RUN_UNTIL(loop, t.conns == 1, 3000);
+    th_alloc_install();
+    for (int i = 0; i < N; i++)
+        cl[i] = plain_client(t.srv);
+    /* the backlog holds them all: each pass accepts (no timer, which would allocate) */
+    for (int i = 0; i < 100 && t.conns < N + 1; i++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(t.conns, N + 1);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    /* epoll keeps nothing per fd in user space; the poll backend's arrays may double */
+    size_t extra = strcmp(rill_loop_backend(loop), "poll") == 0 ? 3 : 0;
+    assert_in_range(th_alloc_live(), N, N + extra);
+    assert_in_range(th_alloc_count(), N, N + extra); /* and nothing transient either */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(rill_stream_timeout(t.c[i + 1]), 15000);
+    th_alloc_reset();
+    rill_server_close(t.srv);
+    TH_RUN_UNTIL(loop, t.closes == 1, 3000);
+    for (int i = 0; i <= N; i++)
+        close(cl[i]);
+    th_loop_free(loop);
+}
+
 static void test_no_handler_closes(void **state)
 {
     (void)state;
@@ -353,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_user_ref_outlives_server),
         cmocka_unit_test(test_close_inside_connection_handler),
         cmocka_unit_test(test_accept_batch),
+        cmocka_unit_test(test_idle_connection_is_one_allocation),
         cmocka_unit_test(test_no_handler_closes),
         cmocka_unit_test(test_emfile_pause),
         cmocka_unit_test(test_bad_input),

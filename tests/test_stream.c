@@ -128,6 +128,14 @@ static void rec_b(rill_stream *s, const rill_event *ev, void *arg)
     rill_stream_off(s, g_sub_c); /* another, later in the list */
 }
 
+static void rec_b_plain(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    (void)ev;
+    counts *c = arg;
+    c->order[c->norder++] = 2;
+}
+
 static void rec_c(rill_stream *s, const rill_event *ev, void *arg)
 {
     (void)s;
@@ -164,6 +172,49 @@ static void test_handlers_order_once_off(void **state)
     assert_int_equal(c.norder, 4);
     rill_stream_close(p[0]);
     rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+/* The first subscription is stored in the stream: it costs no allocation, and its handle
+ * stays valid when a second subscription moves both to a list; once the list empties the
+ * stream's own slot is used again. */
+static void test_first_subscription_inline(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    counts c = {0};
+    th_alloc_install();
+    rill_sub *a = rill_stream_on(p[1], RILL_EV_READ, rec_a, &c);
+    assert_non_null(a);
+    assert_int_equal(th_alloc_count(), 0);
+    rill_sub *b = rill_stream_on(p[1], RILL_EV_READ, rec_b_plain, &c);
+    assert_non_null(b);
+    assert_int_equal(th_alloc_count(), 2); /* both moved to the list */
+    rill_stream_off(p[1], a);              /* the first handle names the moved one */
+    assert_int_equal(rill_stream_start(p[1]), 0);
+    assert_int_equal(rill_stream_write(p[0], "a", 1, NULL, NULL), 0);
+    TH_RUN_UNTIL(loop, c.norder >= 1, 5000);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(c.norder, 1);
+    assert_int_equal(c.order[0], 2); /* only b */
+    rill_stream_off(p[1], a);        /* twice: harmless */
+    rill_stream_off(p[1], b);
+    assert_false(rill_stream_has_subscribers(p[1], RILL_EV_READ));
+    size_t before = th_alloc_count();
+    rill_sub *o = rill_stream_once(p[1], RILL_EV_READ, rec_c, &c);
+    assert_ptr_equal(o, a); /* the stream's own slot again */
+    assert_int_equal(th_alloc_count(), before);
+    assert_int_equal(rill_stream_write(p[0], "b", 1, NULL, NULL), 0);
+    TH_RUN_UNTIL(loop, c.norder >= 2, 5000);
+    assert_int_equal(c.order[1], 3);
+    assert_false(rill_stream_has_subscribers(p[1], RILL_EV_READ)); /* once: gone */
+    assert_non_null(rill_stream_on(p[1], RILL_EV_CLOSE, on_any, &c));
+    th_alloc_reset();
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    TH_RUN_UNTIL(loop, c.closes == 1, 5000);
     th_loop_free(loop);
 }
 
@@ -730,6 +781,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fd_open_and_properties),
         cmocka_unit_test(test_handlers_order_once_off),
+        cmocka_unit_test(test_first_subscription_inline),
         cmocka_unit_test(test_unhandled_error_closes_and_no_sigpipe),
         cmocka_unit_test(test_pipe_epipe_inside_loop),
         cmocka_unit_test(test_echo_path_allocates_nothing),
