@@ -131,8 +131,6 @@ void rill__loop_unref(rill_loop *loop);
 /* Open objects (streams, servers, UDP endpoints, timers) make rill_loop_free refuse. */
 void rill__handle_add(rill_loop *loop);
 void rill__handle_remove(rill_loop *loop);
-/* The loop's read buffer: 64 KiB, reused by every read on the loop thread. */
-char *rill__loop_scratch(rill_loop *loop, size_t *len);
 /* The stream inactivity default from rill_loop_opts (0 = never). */
 uint64_t rill__loop_stream_timeout(const rill_loop *loop);
 /* True when the calling thread runs rill_loop_run with SIGPIPE blocked. */
@@ -141,10 +139,21 @@ static inline bool rill__sigpipe_blocked(void)
 {
     return rill__sigpipe_depth > 0;
 }
-/* The loop's cached clock (rill_loop_now without a call: `now` is the loop's first field). */
+/* The loop's first member: what the read path needs without a call. */
+typedef struct rill__loop_hot {
+    uint64_t now;  /* the cached clock (rill_loop_now) */
+    char *scratch; /* the read buffer: RILL__SCRATCH bytes, reused by every read */
+} rill__loop_hot;
+#define RILL__SCRATCH (64 * 1024)
+
 static inline uint64_t rill__now(const rill_loop *loop)
 {
-    return *(const uint64_t *)(const void *)loop;
+    return ((const rill__loop_hot *)(const void *)loop)->now;
+}
+/* The loop's read buffer, RILL__SCRATCH bytes (loop thread only). */
+static inline char *rill__loop_scratch(rill_loop *loop)
+{
+    return ((rill__loop_hot *)(void *)loop)->scratch;
 }
 /* After an EPIPE from a pipe write: consumes the SIGPIPE that write raised, if the thread
  * had it blocked, so it is never delivered. */

@@ -10,14 +10,13 @@
 
 #include "loop_impl.h"
 
-#define RILL__SCRATCH (64 * 1024)
 
 /* > 0 while this thread runs a loop.  initial-exec: read on every write, it must be one
  * instruction, not a call to __tls_get_addr. */
 __attribute__((tls_model("initial-exec"))) _Thread_local int rill__sigpipe_depth;
 #define sigpipe_depth rill__sigpipe_depth
 
-static_assert(offsetof(struct rill_loop, now) == 0, "rill__now reads the clock at offset 0");
+static_assert(offsetof(struct rill_loop, hot) == 0, "rill__now reads the clock at offset 0");
 
 static uint64_t clock_ms(void)
 {
@@ -65,7 +64,7 @@ rill_loop *rill_loop_new(const rill_loop_opts *opts)
         errno = ENOMEM;
         return NULL;
     }
-    loop->scratch = scratch;
+    loop->hot.scratch = scratch;
     loop->poller = p;
     loop->wake_fd = -1;
     loop->nthreads = opts && opts->threads ? opts->threads : 4;
@@ -76,7 +75,7 @@ rill_loop *rill_loop_new(const rill_loop_opts *opts)
     rill__defer_init(&loop->squeue.defer, rill__stream_run_queue);
     rill__heap_init(&loop->timers);
     pthread_mutex_init(&loop->post_mu, NULL);
-    loop->now = clock_ms();
+    loop->hot.now = clock_ms();
     if ((err = p->init(loop, &loop->pstate)) < 0 || (err = wake_init(loop)) < 0) {
         if (loop->pstate)
             p->done(loop->pstate);
@@ -135,7 +134,7 @@ int rill_loop_free(rill_loop *loop)
     rill__timers_free(loop);
     rill__heap_free(&loop->timers);
     pthread_mutex_destroy(&loop->post_mu);
-    rill__free(loop->scratch);
+    rill__free(loop->hot.scratch);
     pthread_mutex_lock(&default_mu);
     if (loop == default_loop)
         default_loop = NULL;
@@ -146,12 +145,12 @@ int rill_loop_free(rill_loop *loop)
 
 uint64_t rill_loop_now(const rill_loop *loop)
 {
-    return loop->now;
+    return loop->hot.now;
 }
 
 void rill_loop_update_time(rill_loop *loop)
 {
-    loop->now = clock_ms();
+    loop->hot.now = clock_ms();
 }
 
 const char *rill_loop_backend(const rill_loop *loop)
@@ -197,12 +196,6 @@ void rill__handle_remove(rill_loop *loop)
 rill__squeue *rill__loop_squeue(rill_loop *loop)
 {
     return &loop->squeue;
-}
-
-char *rill__loop_scratch(rill_loop *loop, size_t *len)
-{
-    *len = RILL__SCRATCH;
-    return loop->scratch;
 }
 
 uint64_t rill__loop_stream_timeout(const rill_loop *loop)
@@ -428,7 +421,7 @@ int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)
     unsigned gi = tgroup_get(loop, ms, expire);
     if (!gi)
         return RILL_ENOMEM;
-    t->state = loop->now << 16 | gi;
+    t->state = loop->hot.now << 16 | gi;
     rill__list_insert_tail(&loop->tgroups[gi - 1]->nodes, &t->link);
     return 0;
 }
@@ -447,7 +440,7 @@ void rill__tnode_disarm(rill__tnode *t)
 void rill__tnode_move(rill_loop *loop, rill__tnode *t)
 {
     /* The list stays sorted by the activity time because the cached clock never goes back. */
-    t->state = loop->now << 16 | (t->state & RILL__TG_MASK);
+    t->state = loop->hot.now << 16 | (t->state & RILL__TG_MASK);
     rill__list_remove(&t->link);
     rill__list_insert_tail(&tgroup_of(loop, t)->nodes, &t->link);
 }
@@ -458,7 +451,7 @@ static void run_tgroups(rill_loop *loop)
         rill__tgroup *g = loop->tgroups[i];
         while (!rill__list_empty(&g->nodes)) {
             rill__tnode *t = rill__container_of(g->nodes.next, rill__tnode, link);
-            if (tnode_due(g, t) > loop->now)
+            if (tnode_due(g, t) > loop->hot.now)
                 break;
             rill__tnode_disarm(t);
             g->expire(t);
@@ -485,16 +478,16 @@ static int poll_timeout(rill_loop *loop, rill_run_mode mode)
     }
     if (due == UINT64_MAX)
         return -1;
-    if (due <= loop->now)
+    if (due <= loop->hot.now)
         return 0;
-    return due - loop->now > INT32_MAX ? INT32_MAX : (int)(due - loop->now);
+    return due - loop->hot.now > INT32_MAX ? INT32_MAX : (int)(due - loop->hot.now);
 }
 
 static void iterate(rill_loop *loop, rill_run_mode mode)
 {
     int timeout = poll_timeout(loop, mode);
     loop->poller->wait(loop->pstate, timeout);
-    loop->now = clock_ms();
+    loop->hot.now = clock_ms();
     rill__timers_run(loop);
     run_tgroups(loop);
     run_defers(loop);
@@ -527,7 +520,7 @@ int rill_loop_run(rill_loop *loop, rill_run_mode mode)
     sigpipe_block(&old);
     loop->running = true;
     loop->stop = false;
-    loop->now = clock_ms();
+    loop->hot.now = clock_ms();
     if (mode == RILL_RUN_DEFAULT) {
         while (!loop->stop && loop_busy_active(loop))
             iterate(loop, mode);

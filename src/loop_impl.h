@@ -21,7 +21,7 @@ struct rill__tgroup {
 typedef struct rill__pool rill__pool;
 
 struct rill_loop {
-    uint64_t now; /* first: rill__now reads it without a call (internal.h) */
+    rill__loop_hot hot; /* first: rill__now and rill__loop_scratch read it (internal.h) */
     const rill__poller *poller;
     void *pstate;
     bool running, stop;
@@ -41,7 +41,6 @@ struct rill_loop {
     unsigned nthreads;
     size_t work_pending;
     uint64_t stream_timeout;
-    char *scratch;
 };
 
 void rill__post_push(rill_loop *loop, rill__post *p);

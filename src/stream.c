@@ -314,13 +314,9 @@ rill_sub *rill_stream_once(rill_stream *s, rill_event_type ev, rill_handler *h, 
     return subscribe(s, ev, h, arg, true);
 }
 
-/* Unlinks dead subscriptions; only when no dispatch walks the list. */
+/* Unlinks dead subscriptions from the list; only when no dispatch walks it. */
 static void sweep(rill_stream *s)
 {
-    if (!(s->flags & RILL__S_SUBLIST)) {
-        s->submask = s->subs.one.h ? (uint16_t)(1u << s->one_type) : 0;
-        return;
-    }
     rill_sub **pp = &s->subs.list.head;
     s->submask = 0;
     while (*pp) {
@@ -348,9 +344,8 @@ void rill_stream_off(rill_stream *s, rill_sub *sub)
         return;
     if (sub == one_handle(s)) {
         if (!(s->flags & RILL__S_SUBLIST)) {
-            s->subs.one.h = NULL; /* an emit in progress reads it before each call */
-            if (!s->emitting)
-                sweep(s);
+            s->subs.one.h = NULL; /* an emit in progress reads it before its call */
+            s->submask = 0;
             return;
         }
         sub = s->subs.list.was_one;
@@ -387,8 +382,10 @@ void rill__stream_emit(rill_stream *s, const rill_event *ev)
     if (!(s->flags & RILL__S_SUBLIST)) {
         rill_handler *h = s->subs.one.h;
         if (h && s->one_type == ev->type) {
-            if (s->flags & RILL__S_ONE_ONCE)
+            if (s->flags & RILL__S_ONE_ONCE) {
                 s->subs.one.h = NULL;
+                s->submask = 0;
+            }
             h(s, ev, s->subs.one.arg);
         }
     } else {
@@ -405,7 +402,8 @@ void rill__stream_emit(rill_stream *s, const rill_event *ev)
                 break;
         }
     }
-    if (--s->emitting == 0)
+    /* the stream's own slot is kept exact as it changes; a list is swept once at the end */
+    if (--s->emitting == 0 && (s->flags & RILL__S_SUBLIST))
         sweep(s);
     release(s);
 }
@@ -684,8 +682,8 @@ void rill__stream_io(rill__io *io, unsigned revents)
      * through another poll (bulk transfers then cost one syscall per 64 KiB, not two).
      * A short read means the socket is drained.  Bounded, for fairness between streams. */
     for (int i = 0; i < 16 && (revents & RILL__IO_READ) && rill__stream_wants_read(s); i++) {
-        size_t cap;
-        char *buf = rill__loop_scratch(s->loop, &cap);
+        size_t cap = RILL__SCRATCH;
+        char *buf = rill__loop_scratch(s->loop);
         ssize_t n = tp_read(s, buf, cap);
         rill__stream_deliver(s, buf, n);
         if (n < (ssize_t)cap)
@@ -855,10 +853,15 @@ static int write_check(const rill_stream *s)
     return 0;
 }
 
+/* write_common's `pre` when nothing was written yet. */
+#define NOT_TRIED ((ssize_t)RILL_EINVAL - 1000000)
+
+/* `pre`: NOT_TRIED, or what the fast path's one write(2) of the whole of iov returned
+ * (the fast path checked everything write_check does and that the write may go direct). */
 static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_bytes *bytes,
-                        rill_done_fn *cb, void *arg)
+                        rill_done_fn *cb, void *arg, ssize_t pre)
 {
-    int rc = write_check(s);
+    int rc = pre == NOT_TRIED ? write_check(s) : 0;
     if (rc < 0)
         return rc;
     size_t total = iov_total(iov, n), done = 0;
@@ -872,7 +875,7 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     if (cb && !(w = wdone_get(s)))
         return RILL_ENOMEM;
     if (direct && total) {
-        ssize_t r = tp_writev(s, iov, (int)RILL__MIN(n, (size_t)MAX_IOV));
+        ssize_t r = pre != NOT_TRIED ? pre : tp_writev(s, iov, (int)RILL__MIN(n, (size_t)MAX_IOV));
         if (r >= 0) {
             done = (size_t)r;
         } else if (r != RILL_EAGAIN) {
@@ -925,12 +928,37 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     return rill__wq_len(s) >= rill__stream_high(s) ? 1 : 0;
 }
 
+/* The echo path's write: open, writable, nothing queued or in flight (no extension, so no
+ * WRITE handler either), no completion wanted, a plain fd and SIGPIPE blocked because the
+ * loop runs on this thread.  Then one write(2), and when it takes everything, only the
+ * timeout touch is left to do. */
+static inline bool write_fast(const rill_stream *s)
+{
+    return !s->x && !s->tp->writev &&
+           (s->flags & (RILL__S_WRITABLE | RILL__S_CLOSED | RILL__S_SHUT | RILL__S_CONNECTING)) ==
+               RILL__S_WRITABLE &&
+           rill__sigpipe_blocked();
+}
+
 int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn *cb, void *arg)
 {
     if (!data && len)
         return RILL_EINVAL;
     struct iovec iov = {(void *)data, len};
-    return write_common(s, &iov, 1, NULL, cb, arg);
+    if (s && !cb && len && write_fast(s)) {
+        ssize_t r;
+        do
+            r = write(s->io.fd, data, len);
+        while (r < 0 && errno == EINTR);
+        if (r == (ssize_t)len) {
+            rill__tnode_touch(s->loop, &s->tnode);
+            return 0;
+        }
+        if (r < 0 && (r = rill__errno()) == RILL_EPIPE)
+            rill__sigpipe_consume();
+        return write_common(s, &iov, 1, NULL, NULL, NULL, r);
+    }
+    return write_common(s, &iov, 1, NULL, cb, arg, NOT_TRIED);
 }
 
 int rill_stream_writev(rill_stream *s, const struct iovec *iov, size_t n, rill_done_fn *cb,
@@ -938,7 +966,7 @@ int rill_stream_writev(rill_stream *s, const struct iovec *iov, size_t n, rill_d
 {
     if ((!iov && n) || n > 1024)
         return RILL_EINVAL;
-    return write_common(s, iov, n, NULL, cb, arg);
+    return write_common(s, iov, n, NULL, cb, arg, NOT_TRIED);
 }
 
 int rill_stream_write_bytes(rill_stream *s, rill_bytes *b, rill_done_fn *cb, void *arg)
@@ -946,7 +974,7 @@ int rill_stream_write_bytes(rill_stream *s, rill_bytes *b, rill_done_fn *cb, voi
     if (!b)
         return RILL_EINVAL;
     struct iovec iov = {(void *)rill_bytes_data(b), rill_bytes_len(b)};
-    return write_common(s, &iov, 1, b, cb, arg);
+    return write_common(s, &iov, 1, b, cb, arg, NOT_TRIED);
 }
 
 ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)

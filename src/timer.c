@@ -112,7 +112,7 @@ rill_timer *rill_timer_start(rill_loop *loop, uint64_t after, uint64_t repeat,
     t->repeat = repeat;
     t->cb = cb;
     t->arg = arg;
-    t->h.key = after > UINT64_MAX - loop->now ? UINT64_MAX : loop->now + after;
+    t->h.key = after > UINT64_MAX - loop->hot.now ? UINT64_MAX : loop->hot.now + after;
     if (rill__heap_push(&loop->timers, &t->h) < 0) {
         rill__free(t);
         errno = ENOMEM;
@@ -139,7 +139,7 @@ void rill__timers_run(rill_loop *loop)
     rill__heap *h = &loop->timers;
     uint64_t limit = h->seq;
     rill__hnode *top;
-    while ((top = rill__heap_top(h)) && top->key <= loop->now && top->seq < limit) {
+    while ((top = rill__heap_top(h)) && top->key <= loop->hot.now && top->seq < limit) {
         rill_timer *t = rill__container_of(top, rill_timer, h);
         rill__heap_remove(h, top);
         t->in_cb = true;
@@ -149,7 +149,7 @@ void rill__timers_run(rill_loop *loop)
             rill__free(t);
             continue;
         }
-        t->h.key = loop->now + t->repeat;
+        t->h.key = loop->hot.now + t->repeat;
         if (rill__heap_push(h, &t->h) < 0) { /* cannot grow: only after a removal, so never */
             rill__log(RILL_LOG_ERROR, "timer dropped: out of memory");
             rill__free(t);

@@ -317,8 +317,8 @@ int rill_udp_stop(rill_udp *u)
  * RILL_EMSGSIZE (MSG_TRUNC), never silently. */
 static bool receive_one(rill_udp *u)
 {
-    size_t cap;
-    char *buf = rill__loop_scratch(u->loop, &cap);
+    size_t cap = RILL__SCRATCH;
+    char *buf = rill__loop_scratch(u->loop);
     if (u->recv_max && u->recv_max < cap)
         cap = u->recv_max;
     rill_addr from;
