@@ -18,7 +18,8 @@
 # bench/results/latest.md, the raw values in latest.raw, a chart in latest.png, and the
 # profiles in bench/results/profile-*.txt.
 #
-# Knobs (environment): RILL_BENCH_SECS (3), RILL_BENCH_RUNS (3), RILL_BENCH_CONNS
+# Knobs (environment): RILL_BENCH_SECS (3), RILL_BENCH_RUNS (7: one server's runs swing
+# by ±15% on a shared VM, so 3 give a median that is mostly noise), RILL_BENCH_CONNS
 # ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
 # RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
 # RILL_BENCH_ONLY (a space-separated subset of: pingpong syscalls callgrind pump idle
@@ -30,7 +31,7 @@ B=$BUILD/bench
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$HERE/results
 SECS=${RILL_BENCH_SECS:-3}
-RUNS=${RILL_BENCH_RUNS:-3}
+RUNS=${RILL_BENCH_RUNS:-7}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
 CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}

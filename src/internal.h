@@ -173,8 +173,8 @@ typedef struct rill__tnode {
 
 /* expire(node) runs on the loop thread when now >= last + ms; the node is disarmed first. */
 void rill__tnode_init(rill__tnode *t);
-/* Arms with `ms` (0 disarms); `expire` is the group's callback.  0 or RILL_ENOMEM (also
- * when the loop already has 65,535 distinct timeout values). */
+/* Arms with `ms` (0 disarms); `expire` is the group's callback.  0, RILL_ENOMEM, or
+ * RILL_ENOSPC when the loop already has 65,535 distinct timeout values in use. */
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *));
 void rill__tnode_disarm(rill__tnode *t);
 /* The armed timeout in ms, 0 when not armed. */

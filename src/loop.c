@@ -387,30 +387,41 @@ static inline rill__tgroup *tgroup_of(const rill_loop *loop, const rill__tnode *
     return loop->tgroups[(t->state & RILL__TG_MASK) - 1];
 }
 
-/* The group's 1-based index, or 0 when out of memory or out of indexes. */
-static unsigned tgroup_get(rill_loop *loop, uint64_t ms, void (*expire)(rill__tnode *))
+/* The group's 1-based index, or RILL_ENOMEM, or RILL_ENOSPC when 65,535 values are in
+ * use.  A group with no node left is reused, so the loop keeps only values in use. */
+static int tgroup_get(rill_loop *loop, uint64_t ms, void (*expire)(rill__tnode *))
 {
-    for (size_t i = 0; i < loop->ntgroups; i++)
-        if (loop->tgroups[i]->ms == ms && loop->tgroups[i]->expire == expire)
-            return (unsigned)i + 1;
+    size_t spare = SIZE_MAX;
+    for (size_t i = 0; i < loop->ntgroups; i++) {
+        rill__tgroup *g = loop->tgroups[i];
+        if (g->ms == ms && g->expire == expire)
+            return (int)i + 1;
+        if (spare == SIZE_MAX && rill__list_empty(&g->nodes))
+            spare = i;
+    }
+    if (spare != SIZE_MAX) { /* no node names an empty group: it takes the new value */
+        loop->tgroups[spare]->ms = ms;
+        loop->tgroups[spare]->expire = expire;
+        return (int)spare + 1;
+    }
     if (loop->ntgroups == RILL__TG_MASK)
-        return 0;
+        return RILL_ENOSPC;
     if (loop->ntgroups == loop->tgroups_cap) {
         size_t cap = loop->tgroups_cap ? loop->tgroups_cap * 2 : 4;
         rill__tgroup **v = rill__realloc(loop->tgroups, cap * sizeof *v);
         if (!v)
-            return 0;
+            return RILL_ENOMEM;
         loop->tgroups = v;
         loop->tgroups_cap = cap;
     }
     rill__tgroup *g = rill__malloc(sizeof *g);
     if (!g)
-        return 0;
+        return RILL_ENOMEM;
     g->ms = ms;
     g->expire = expire;
     rill__list_init(&g->nodes);
     loop->tgroups[loop->ntgroups++] = g;
-    return (unsigned)loop->ntgroups;
+    return (int)loop->ntgroups;
 }
 
 int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)(rill__tnode *))
@@ -418,10 +429,10 @@ int rill__tnode_arm(rill_loop *loop, rill__tnode *t, uint64_t ms, void (*expire)
     rill__tnode_disarm(t);
     if (ms == 0)
         return 0;
-    unsigned gi = tgroup_get(loop, ms, expire);
-    if (!gi)
-        return RILL_ENOMEM;
-    t->state = loop->hot.now << 16 | gi;
+    int gi = tgroup_get(loop, ms, expire);
+    if (gi < 0)
+        return gi;
+    t->state = loop->hot.now << 16 | (unsigned)gi;
     rill__list_insert_tail(&loop->tgroups[gi - 1]->nodes, &t->link);
     return 0;
 }

@@ -1215,8 +1215,9 @@ void rill_stream_set_timeout(rill_stream *s, uint64_t ms)
     if (!s || (s->flags & RILL__S_CLOSED))
         return;
     s->flags |= RILL__S_TIMEOUT_SET; /* a transport's default must not replace it */
-    if (rill__tnode_arm(s->loop, &s->tnode, ms == RILL_NEVER ? 0 : ms, stream_expire) < 0)
-        rill__log(RILL_LOG_ERROR, "stream timeout not armed: out of memory");
+    int rc = rill__tnode_arm(s->loop, &s->tnode, ms == RILL_NEVER ? 0 : ms, stream_expire);
+    if (rc < 0)
+        rill__log(RILL_LOG_ERROR, "stream timeout not armed: %s", rill_strerror(rc));
 }
 
 uint64_t rill_stream_timeout(const rill_stream *s)

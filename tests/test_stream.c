@@ -747,6 +747,26 @@ static void clock_timeout(rill_stream *s, const rill_event *ev, void *arg)
     c->timeouts++;
 }
 
+/* Timeout values share lists by value; a list no stream uses any more takes the next new
+ * value, so a program may use any number of values over time. */
+static void test_timeout_values_are_reused(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    rill_stream_set_timeout(p[0], 1000000);
+    for (uint64_t ms = 1; ms <= 70000; ms++) {
+        rill_stream_set_timeout(p[1], 2000000 + ms);
+        if (rill_stream_timeout(p[1]) != 2000000 + ms)
+            fail_msg("value %llu not armed", (unsigned long long)ms);
+    }
+    assert_int_equal(rill_stream_timeout(p[0]), 1000000); /* in use: kept */
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
 static void test_clock_fresh_in_handlers(void **state)
 {
     (void)state;
@@ -795,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_steal_fd),
         cmocka_unit_test(test_is_readable_detects_peer_close),
         cmocka_unit_test(test_inactivity_timeout),
+        cmocka_unit_test(test_timeout_values_are_reused),
         cmocka_unit_test(test_clock_fresh_in_handlers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
