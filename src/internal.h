@@ -436,7 +436,9 @@ static inline void rill__set_tpdata(rill_stream *s, void *p)
  * singly linked FIFO, so a stream carries one pointer for it, not a deferred call. */
 typedef struct rill__squeue {
     rill_stream *head, *tail;
+    rill_stream *cut;     /* the tail when the deferred phase began (loop.c sets it) */
     rill_stream *running; /* the batch being run: what it still holds */
+    rill_loop *loop;
     rill__defer defer;    /* runs the batch, at priority 0 */
 } rill__squeue;
 rill__squeue *rill__loop_squeue(rill_loop *loop);

@@ -73,6 +73,7 @@ rill_loop *rill_loop_new(const rill_loop_opts *opts)
         loop->stream_timeout = 0;
     rill__list_init(&loop->defers);
     rill__defer_init(&loop->squeue.defer, rill__stream_run_queue);
+    loop->squeue.loop = loop;
     rill__heap_init(&loop->timers);
     pthread_mutex_init(&loop->post_mu, NULL);
     loop->hot.now = clock_ms();
@@ -263,6 +264,7 @@ static void run_defers(rill_loop *loop)
     rill__list now;
     rill__list_init(&now);
     rill__list_splice(&now, &loop->defers);
+    loop->squeue.cut = loop->squeue.tail; /* streams queued from here on wait, too */
     /* the local list keeps the defers reachable: rill__defer_cancel may unlink from it */
     while (!rill__list_empty(&now)) {
         rill__defer *d = rill__container_of(now.next, rill__defer, link);

@@ -83,6 +83,8 @@ static void unqueue(rill_stream *s)
             *pp = s->dnext;
             if (q->tail == s)
                 q->tail = prev;
+            if (q->cut == s)
+                q->cut = prev;
             s->flags &= ~RILL__S_QUEUED;
             return;
         }
@@ -216,14 +218,23 @@ static void schedule(rill_stream *s, uint32_t what)
     rill__stream_update(s);
 }
 
-/* The queue's deferred call: runs the streams queued before it began, in order; what they
- * queue runs in the next iteration, like every deferred call. */
+/* The queue's deferred call: runs the streams queued before this deferred phase began
+ * (up to `cut`), in order; what was queued since runs in the next phase, as every
+ * deferred call does. */
 void rill__stream_run_queue(rill__defer *d)
 {
     rill__squeue *q = rill__container_of(d, rill__squeue, defer);
     assert(!q->running);
-    q->running = q->head;
-    q->head = q->tail = NULL;
+    if (q->cut) {
+        q->running = q->head;
+        q->head = q->cut->dnext;
+        q->cut->dnext = NULL;
+        if (!q->head)
+            q->tail = NULL;
+        q->cut = NULL;
+    }
+    if (q->head) /* queued during this phase: the next one */
+        rill__defer_queue(q->loop, d, 0);
     while (q->running) {
         rill_stream *s = q->running;
         q->running = s->dnext;
@@ -452,10 +463,17 @@ static void run_completions(rill_stream *s, int status)
 
 /* A transport error: queued writes fail with it, ERROR fires (deferred when found inside
  * a user's call), and with no ERROR handler the stream closes. */
-static void fail(rill_stream *s, int err, bool user_call)
+/* Records the first error.  Every RILL_E* code fits in 16 bits; a transport's code that
+ * does not (against its contract) is kept as RILL_EIO, never truncated. */
+static inline void set_err(rill_stream *s, int err)
 {
     if (!s->err)
-        s->err = (int16_t)err;
+        s->err = (int16_t)(err >= INT16_MIN ? err : RILL_EIO);
+}
+
+static void fail(rill_stream *s, int err, bool user_call)
+{
+    set_err(s, err);
     if (user_call) {
         /* without memory for the extension, the ERROR event reports the first error */
         if (rill__stream_sx(s))
@@ -470,8 +488,7 @@ void rill__stream_error(rill_stream *s, int err)
 {
     if (s->flags & RILL__S_CLOSED)
         return;
-    if (!s->err)
-        s->err = (int16_t)err;
+    set_err(s, err);
     hold(s);
     s->flags &= ~RILL__S_WATCH_W;
     if (s->x)
@@ -663,8 +680,10 @@ void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
         return;
     }
     rill__tnode_touch(s->loop, &s->tnode);
-    if (!(s->flags & RILL__S_READING) || (s->x && (s->x->in.len || rill__frames_pending(s)))) {
-        /* framing, buffered input, or a stray read */
+    if (!(s->flags & RILL__S_READING) || !(s->submask & (1u << RILL_EV_READ)) ||
+        (s->x && (s->x->in.len || rill__frames_pending(s)))) {
+        /* framing, buffered input, nobody to take it now, or a stray read: frame_feed
+         * serves requests and buffers the rest */
         rill__frame_feed(s, data, (size_t)n);
         return;
     }
@@ -1203,8 +1222,7 @@ static void stream_expire(rill__tnode *t)
 {
     rill_stream *s = rill__container_of(t, rill_stream, tnode);
     hold(s);
-    if (!s->err)
-        s->err = (int16_t)RILL_ETIMEDOUT;
+    set_err(s, RILL_ETIMEDOUT);
     emit_simple(s, RILL_EV_TIMEOUT, RILL_ETIMEDOUT, 0);
     rill_stream_close(s);
     release(s);

@@ -348,6 +348,44 @@ static void on_done(rill_stream *s, int status, void *arg)
     d->n++;
 }
 
+typedef struct {
+    rill_stream *s;
+    done_rec *rec;
+} later_write;
+
+static void write_later(void *arg)
+{
+    later_write *w = arg;
+    assert_int_equal(rill_stream_write(w->s, "b", 1, on_done, w->rec), 0);
+}
+
+/* Deferred stream work queued by a deferred call runs in the next deferred phase, even
+ * when other streams' work of the current phase has not run yet. */
+static void test_work_queued_in_a_phase_waits_for_the_next(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *a[2], *b[2];
+    pair(loop, a);
+    pair(loop, b);
+    done_rec ra = {0}, rb = {0};
+    later_write w = {b[0], &rb};
+    assert_int_equal(rill_loop_defer(loop, 0, write_later, &w), 0);
+    assert_int_equal(rill_stream_write(a[0], "a", 1, on_done, &ra), 0); /* after the defer */
+    assert_int_equal(ra.n + rb.n, 0); /* never inside the call */
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(ra.n, 1);
+    assert_int_equal(rb.n, 0); /* b was queued during that phase */
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(rb.n, 1);
+    assert_int_equal(rb.status[0], 0);
+    for (int i = 0; i < 2; i++) {
+        rill_stream_close(a[i]);
+        rill_stream_close(b[i]);
+    }
+    th_loop_free(loop);
+}
+
 static void test_write_forms_and_completions(void **state)
 {
     (void)state;
@@ -806,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_pipe_epipe_inside_loop),
         cmocka_unit_test(test_echo_path_allocates_nothing),
         cmocka_unit_test(test_write_forms_and_completions),
+        cmocka_unit_test(test_work_queued_in_a_phase_waits_for_the_next),
         cmocka_unit_test(test_64mib_to_slow_reader),
         cmocka_unit_test(test_try_write_eagain),
         cmocka_unit_test(test_shutdown_half_close),
