@@ -3,7 +3,8 @@
 #
 # Servers (whichever of bench/echo_{rill,epoll,uv,event,fiber} were built) run pinned to
 # one CPU and the load client to the other.  Every number comes from the same run:
-#   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved
+#   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved,
+#               the server order rotated from run to run
 #               (run 1 of every cell, then run 2, ...), median with min-max; server CPU
 #               per message from /proc/PID/stat (utime+stime) over the measured window
 #   syscalls    per message at 100 connections: strace -c -f on the server for a fixed
@@ -127,12 +128,33 @@ start_load() { # PORT CONNS FILE: a client that runs until killed; sets CPID
 }
 
 # ---- ping-pong -------------------------------------------------------------------------
+rotate() { # K WORDS...: the words starting from the K-th (0-based), wrapping around
+    k=$1
+    shift
+    n=$#
+    k=$((k % n))
+    i=0
+    out=""
+    for w in "$@"; do
+        [ $i -ge $k ] && out="$out $w"
+        i=$((i + 1))
+    done
+    i=0
+    for w in "$@"; do
+        [ $i -lt $k ] && out="$out $w"
+        i=$((i + 1))
+    done
+    echo $out
+}
+
 run_pingpong() {
     say "== ping-pong: servers:$SERVERS; conns: $CONNS; $RUNS runs x ${SECS}s (+1 s warm-up)"
     r=1
     while [ $r -le "$RUNS" ]; do
+        # each run starts with another server: no server always follows the same one
+        order=$(rotate $((r - 1)) $SERVERS)
         for c in $CONNS; do
-            for s in $SERVERS; do
+            for s in $order; do
                 next_port
                 start_server "$s" $PORT
                 out=$(taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $PORT "$c" "$SECS" $SIZE "$SPID" 2>>"$LOG")
@@ -644,7 +666,7 @@ cp "$RAW" "$OUT/latest.raw"
     echo "Commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "(plus $dirty uncommitted files under src/ and include/ at the time); $(nproc) CPUs" \
         "($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)); servers on CPU $S_CPU," \
-        "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell," \
+        "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell (server order rotated each run)," \
         "1 s warm-up + ${SECS} s window; median (min-max).  Ratios compare medians; for costs" \
         "(CPU, syscalls, instructions, bytes, ns) lower is better.  Whole run: ${elapsed} s;" \
         "load average before: $load_start, after: $load_end (above ~1 means other work shared" \
