@@ -272,6 +272,12 @@ static rill_sub *subscribe(rill_stream *s, rill_event_type ev, rill_handler *h, 
         errno = ENOMEM;
         return NULL;
     }
+    /* bytes kept while nobody took them go to the new READ handler (never in this call) */
+    if (ev == RILL_EV_READ && rill__in_len(s) && (s->flags & RILL__S_READING) &&
+        !(s->flags & RILL__S_CLOSED)) {
+        s->dflags |= RILL__D_FRAME;
+        rill__stream_queue(s);
+    }
     if (!(s->flags & RILL__S_SUBLIST)) {
         if (!s->subs.one.h && !s->emitting) {
             s->subs.one.h = h;

@@ -42,6 +42,38 @@ static void send_raw(rill_stream *s, const char *data)
     assert_int_equal(write(fd, data, strlen(data)), (ssize_t)strlen(data));
 }
 
+static size_t g_read_bytes;
+static char g_read_data[16];
+
+static void on_read_copy(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s, (void)arg;
+    if (g_read_bytes + ev->len <= sizeof g_read_data)
+        memcpy(g_read_data + g_read_bytes, ev->data, ev->len);
+    g_read_bytes += ev->len;
+}
+
+/* Bytes read while nobody takes them are kept, and a READ handler subscribed later gets
+ * them without waiting for more to arrive (on the next iteration, not inside rill_stream_on). */
+static void test_unclaimed_bytes_go_to_a_later_read_handler(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    assert_int_equal(rill_stream_start(p[1]), 0);
+    send_raw(p[0], "abc");
+    TH_RUN_UNTIL(loop, rill__in_len(p[1]) == 3, 5000);
+    g_read_bytes = 0;
+    assert_non_null(rill_stream_on(p[1], RILL_EV_READ, on_read_copy, NULL));
+    assert_int_equal(g_read_bytes, 0);
+    TH_RUN_UNTIL(loop, g_read_bytes == 3, 5000);
+    assert_memory_equal(g_read_data, "abc", 3);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
 static void test_fifo_requests_and_leftovers(void **state)
 {
     (void)state;
@@ -455,6 +487,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_requests_and_leftovers),
+        cmocka_unit_test(test_unclaimed_bytes_go_to_a_later_read_handler),
         cmocka_unit_test(test_requests_take_precedence_over_read),
         cmocka_unit_test(test_split_delimiter_and_byte_by_byte),
         cmocka_unit_test(test_max_buffer_enobufs_consumes_nothing),
