@@ -97,6 +97,17 @@ static void one_event(rill_loop *loop, rill_stream *w, subrec *r, int n)
     assert_int_equal(r->n, n);
 }
 
+/* Closes both ends, waits for p[1]'s CLOSE (a subscription that must still work after the
+ * moves between the stream's slot and the list) and frees the loop. */
+static void close_pair(rill_loop *loop, rill_stream *p[2], subrec *r)
+{
+    assert_non_null(rill_stream_on(p[1], RILL_EV_CLOSE, h_close, r));
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    TH_RUN_UNTIL(loop, r->closes == 1, 3000);
+    th_loop_free(loop);
+}
+
 /* The inline handler subscribes a second handler from inside its own call: the second one
  * does not run for that event, then both run in order; the first handle, now naming the
  * moved node, still removes the first handler. */
@@ -120,11 +131,7 @@ static void test_subscribe_inside_inline_handler(void **state)
     assert_int_equal(r.order[3], 2);
     rill_stream_off(p[1], r.second);
     assert_false(rill_stream_has_subscribers(p[1], RILL_EV_READ));
-    assert_non_null(rill_stream_on(p[1], RILL_EV_CLOSE, h_close, &r));
-    rill_stream_close(p[0]);
-    rill_stream_close(p[1]);
-    TH_RUN_UNTIL(loop, r.closes == 1, 3000);
-    th_loop_free(loop);
+    close_pair(loop, p, &r);
 }
 
 /* The inline handler subscribes B, then offs itself, inside one call. */
@@ -142,11 +149,7 @@ static void test_inline_handler_moves_then_offs_itself(void **state)
     assert_int_equal(r.order[1], 2); /* only B is left */
     rill_stream_off(p[1], r.second);
     assert_false(rill_stream_has_subscribers(p[1], RILL_EV_READ));
-    assert_non_null(rill_stream_on(p[1], RILL_EV_CLOSE, h_close, &r));
-    rill_stream_close(p[0]);
-    rill_stream_close(p[1]);
-    TH_RUN_UNTIL(loop, r.closes == 1, 3000);
-    th_loop_free(loop);
+    close_pair(loop, p, &r);
 }
 
 /* The second handler offs the first (moved) one and subscribes a third in its call. */
@@ -178,11 +181,7 @@ static void test_off_first_from_second_then_subscribe(void **state)
     assert_int_equal(r.order[5], 2);
     rill_stream_off(p[1], r.first);
     rill_stream_off(p[1], r.second);
-    assert_non_null(rill_stream_on(p[1], RILL_EV_CLOSE, h_close, &r));
-    rill_stream_close(p[0]);
-    rill_stream_close(p[1]);
-    TH_RUN_UNTIL(loop, r.closes == 1, 3000);
-    th_loop_free(loop);
+    close_pair(loop, p, &r);
 }
 
 /* A once handler in the stream's slot re-subscribes itself (once) from its call: it must
