@@ -8,11 +8,12 @@
 
 #define PAUSE_MS 100 /* how long accepting rests after EMFILE / ENFILE */
 
-/* Handed out as a rill_sub *: callers only hold it (servers have no "off"), so the type
- * is private to this file. */
+/* Handed out as a rill_sub *, an opaque handle for rill_server_off; the type is private to
+ * this file. */
 typedef struct srv_sub {
     struct srv_sub *next;
     rill_server_event_type type;
+    bool dead; /* removed during an emission: unlinked after it */
     rill_server_handler *h;
     void *arg;
 } srv_sub;
@@ -30,6 +31,7 @@ struct rill_server {
     rill__list conns; /* accepted streams, through srv_link, until their CLOSE has run */
     size_t nconns;
     srv_sub *subs;
+    int emitting;      /* nesting depth of emit */
     rill_timer *pause; /* set while accepting rests */
     rill__defer defer; /* the final CLOSE and free, after every connection's CLOSE */
 };
@@ -58,7 +60,7 @@ rill_sub *rill_server_on(rill_server *srv, rill_server_event_type ev, rill_serve
         errno = ENOMEM;
         return NULL;
     }
-    *sub = (srv_sub){NULL, ev, h, arg};
+    *sub = (srv_sub){NULL, ev, false, h, arg};
     srv_sub **pp = &srv->subs;
     while (*pp)
         pp = &(*pp)->next;
@@ -66,10 +68,38 @@ rill_sub *rill_server_on(rill_server *srv, rill_server_event_type ev, rill_serve
     return (rill_sub *)(void *)sub;
 }
 
+/* Unlinks dead subscriptions; only when no emission walks the list. */
+static void sweep(rill_server *srv)
+{
+    srv_sub **pp = &srv->subs;
+    while (*pp) {
+        srv_sub *sub = *pp;
+        if (sub->dead) {
+            *pp = sub->next;
+            rill__free(sub);
+        } else {
+            pp = &sub->next;
+        }
+    }
+}
+
+void rill_server_off(rill_server *srv, rill_sub *handle)
+{
+    if (!srv || !handle)
+        return;
+    for (srv_sub *sub = srv->subs; sub; sub = sub->next)
+        if (sub == (srv_sub *)(void *)handle) { /* only a handle of this server */
+            sub->dead = true;
+            if (!srv->emitting)
+                sweep(srv);
+            return;
+        }
+}
+
 static bool has_subs(const rill_server *srv, rill_server_event_type ev)
 {
     for (const srv_sub *sub = srv->subs; sub; sub = sub->next)
-        if (sub->type == ev)
+        if (sub->type == ev && !sub->dead)
             return true;
     return false;
 }
@@ -81,12 +111,15 @@ static void emit(rill_server *srv, rill_server_event_type ev, rill_stream *conn,
     srv_sub *last = srv->subs;
     while (last && last->next)
         last = last->next;
+    srv->emitting++;
     for (srv_sub *sub = srv->subs; sub; sub = sub->next) {
-        if (sub->type == ev)
+        if (sub->type == ev && !sub->dead)
             sub->h(srv, ev, conn, err, sub->arg);
         if (sub == last)
             break;
     }
+    if (--srv->emitting == 0)
+        sweep(srv);
 }
 
 static void report(rill_server *srv, int err)

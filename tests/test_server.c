@@ -310,6 +310,72 @@ static void test_no_handler_closes(void **state)
     th_loop_free(loop);
 }
 
+typedef struct {
+    rill_sub *a, *b;
+    int na, nb;
+    rill_stream *kept;
+} server_off_rec;
+
+static void off_a(rill_server *srv, rill_server_event_type type, rill_stream *conn, int err,
+                  void *arg)
+{
+    (void)type, (void)err;
+    server_off_rec *r = arg;
+    r->na++;
+    r->kept = rill_stream_ref(conn);
+    rill_server_off(srv, r->b); /* later in the list: skipped by this emission */
+}
+
+static void off_b(rill_server *srv, rill_server_event_type type, rill_stream *conn, int err,
+                  void *arg)
+{
+    (void)srv, (void)type, (void)conn, (void)err;
+    ((server_off_rec *)arg)->nb++;
+}
+
+/* rill_server_off: inside a handler it removes a later handler from the emission in
+ * progress; with no CONNECTION handler left, connections are closed as they arrive. */
+static void test_server_off(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_server *srv = rill_tcp_listen(loop, "127.0.0.1", 0, NULL);
+    rill_server *other = rill_tcp_listen(loop, "127.0.0.1", 0, NULL);
+    assert_non_null(srv);
+    assert_non_null(other);
+    server_off_rec r = {0};
+    r.a = rill_server_on(srv, RILL_SEV_CONNECTION, off_a, &r);
+    r.b = rill_server_on(srv, RILL_SEV_CONNECTION, off_b, &r);
+    assert_non_null(r.a);
+    assert_non_null(r.b);
+    rill_server_off(NULL, r.a);  /* ignored */
+    rill_server_off(srv, NULL);  /* ignored */
+    rill_server_off(other, r.a); /* not other's handle: ignored */
+    int c1 = plain_client(srv);
+    TH_RUN_UNTIL(loop, r.na == 1, 3000);
+    assert_int_equal(r.nb, 0);
+    rill_server_off(srv, r.a);
+    int c2 = plain_client(srv);
+    rill_timer *tick = th_tick_start(loop);
+    char b;
+    ssize_t n = -1;
+    for (int i = 0; i < 200 && n != 0; i++) { /* nobody serves it now: closed at once */
+        rill_loop_run(loop, RILL_RUN_ONCE);
+        n = recv(c2, &b, 1, MSG_DONTWAIT);
+    }
+    rill_timer_stop(tick);
+    assert_int_equal(n, 0);
+    assert_int_equal(r.na, 1);
+    assert_int_equal(r.nb, 0);
+    assert_false(rill_stream_is_closed(r.kept)); /* the first one is still served */
+    rill_stream_unref(r.kept);
+    close(c1);
+    close(c2);
+    rill_server_close(srv);
+    rill_server_close(other);
+    th_loop_free(loop);
+}
+
 /* Out of fds: accepting rests ~100 ms at a time and reports ERROR each time (no
  * spinning), then takes the waiting connection once fds are free again.  Valgrind only
  * emulates the lowered limit: the kernel accepts, and valgrind closes the new fd and
@@ -389,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_accept_batch),
         cmocka_unit_test(test_idle_connection_is_one_allocation),
         cmocka_unit_test(test_no_handler_closes),
+        cmocka_unit_test(test_server_off),
         cmocka_unit_test(test_emfile_pause),
         cmocka_unit_test(test_bad_input),
     };

@@ -58,6 +58,11 @@ typedef void rill_server_handler(rill_server *srv, rill_server_event_type ev, ri
                                  int err, void *arg);
 RILL_API rill_sub *rill_server_on(rill_server *srv, rill_server_event_type ev,
                                   rill_server_handler *h, void *arg);
+/* Removes a subscription made with rill_server_on on this server (allowed inside a
+ * handler, itself included: an emission in progress skips it).  A handle of another server,
+ * or one already removed, is ignored; the handle is invalid afterwards.  With no
+ * CONNECTION handler left, new connections are closed as they arrive. */
+RILL_API void rill_server_off(rill_server *srv, rill_sub *sub);
 /* Stops listening and closes every active connection (each gets CLOSE); the server is
  * freed after its CLOSE handlers.  Idempotent. */
 RILL_API void rill_server_close(rill_server *srv);
