@@ -352,7 +352,8 @@ typedef struct rill__sx {
     rill__freq *ffree;       /* recycled framing requests */
     rill_done_fn *shut_cb;
     void *shut_arg;
-    void *tpdata;            /* the transport's own state (RILL__TP_STATE, IPC) */
+    void *tpdata;            /* the transport's own state (RILL__TP_STATE) */
+    void *ipc;               /* ipc.c: fds waiting to go out with the queue's bytes */
     size_t written_pending;  /* for the WRITE event (exists once WRITE has a handler) */
     int pending_err;         /* RILL__D_ERROR, RILL__D_SHUT */
 } rill__sx;

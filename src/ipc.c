@@ -65,9 +65,9 @@ static ipc_state *state_get(rill_stream *s)
 {
     if (!rill__stream_sx(s))
         return NULL;
-    if (!s->x->tpdata)
-        s->x->tpdata = rill__calloc(1, sizeof(ipc_state));
-    return s->x->tpdata;
+    if (!s->x->ipc)
+        s->x->ipc = rill__calloc(1, sizeof(ipc_state));
+    return s->x->ipc;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -123,7 +123,7 @@ static int iov_slice(const struct iovec *iov, int n, size_t skip, size_t limit, 
  * sendmsg carrying an fd starts exactly at its offset and stops before the next one's. */
 static size_t next_part(rill_stream *s, uint64_t at, size_t left, int *fd)
 {
-    ipc_state *st = rill__tpdata(s);
+    ipc_state *st = s->x ? s->x->ipc : NULL;
     pending_fd *p = pending_at(st, 0);
     while (p && p->off < at) { /* only when bytes were dropped after an error */
         pending_pop(st);
@@ -143,7 +143,7 @@ static size_t next_part(rill_stream *s, uint64_t at, size_t left, int *fd)
  * stream.c hands over the queue from its front, whose offset is s->x->wq_written. */
 static ssize_t ipc_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    ipc_state *st = rill__tpdata(s);
+    ipc_state *st = s->x ? s->x->ipc : NULL;
     if (!st || !st->len)
         return send_part(s->io.fd, iov, n, -1); /* the common case: nothing to attach */
     size_t total = 0, sent = 0;
@@ -170,7 +170,9 @@ static ssize_t ipc_writev(rill_stream *s, const struct iovec *iov, int n)
 int rill_stream_write_handle(rill_stream *s, const void *data, size_t len, rill_stream *send,
                              rill_done_fn *cb, void *arg)
 {
-    if (!s || !send || !data || !len || !(s->flags & RILL__S_IPC) || s->tp != &rill__ipc_transport)
+    /* a connecting IPC client queues the bytes, and the fd at their offset, until it is up */
+    if (!s || !send || !data || !len || !(s->flags & RILL__S_IPC) ||
+        (s->tp != &rill__ipc_transport && !(s->flags & RILL__S_CONNECTING)))
         return RILL_EINVAL;
     if (s->flags & RILL__S_CLOSED)
         return RILL_ECLOSED;
@@ -262,16 +264,21 @@ static ssize_t ipc_read(rill_stream *s, void *buf, size_t len)
     return n;
 }
 
-static void ipc_close(rill_stream *s)
+void rill__ipc_release(rill_stream *s)
 {
-    ipc_state *st = rill__tpdata(s);
+    ipc_state *st = s->x ? s->x->ipc : NULL;
     if (st) {
         while (st->len)
             pending_pop(st); /* never sent: the stream closed first */
         rill__free(st->v);
         rill__free(st);
-        rill__set_tpdata(s, NULL);
+        s->x->ipc = NULL;
     }
+}
+
+static void ipc_close(rill_stream *s)
+{
+    rill__ipc_release(s);
     if (s->io.fd >= 0 && !(s->flags & RILL__S_STOLEN))
         close(s->io.fd);
 }

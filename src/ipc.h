@@ -7,9 +7,12 @@
 
 /* Unix stream sockets opened with RILL_IPC: reads use recvmsg and turn received fds into
  * HANDLE events; rill_stream_write_handle attaches fds with SCM_RIGHTS.  Its state
- * (tpdata) is created on the first write_handle, so a stream may be created with it like
+ * (x->ipc) is created on the first write_handle, so a stream may be created with it like
  * any socket stream (rill__fd_stream should pick it when RILL_IPC is set). */
 extern const rill__transport rill__ipc_transport;
+/* Closes the fds still waiting to be sent and frees the state (a connecting IPC client's
+ * transport calls it when the stream closes before it ever connected). */
+void rill__ipc_release(rill_stream *s);
 
 /* A stream of the right kind over fd, which the caller owns and hands over (closed on
  * failure): a tty, a pipe or character device, a stream socket (RILL_IPC in flags makes a

@@ -102,6 +102,7 @@ static void sock_close(rill_stream *s)
         connector_release(rill__tpdata(s));
         rill__set_tpdata(s, NULL);
     }
+    rill__ipc_release(s); /* handles queued while connecting */
     if (s->io.fd >= 0 && !(s->flags & RILL__S_STOLEN))
         close(s->io.fd);
 }

@@ -453,6 +453,61 @@ static void test_unix_ipc_client_and_server(void **state)
     assert_int_equal(th_fd_count(), before);
 }
 
+/* A handle written while the IPC client is still connecting waits with the bytes and goes
+ * out with them once the connection is up; a client that never connects closes the
+ * handles it held. */
+static void test_handle_written_while_connecting(void **state)
+{
+    (void)state;
+    int before = th_fd_count();
+    rill_loop *loop = th_loop_new();
+    char path[64];
+    snprintf(path, sizeof path, "@rill-ipc-early-%d", (int)getpid());
+    rill_server *srv = rill_unix_listen(loop, path, &(rill_listen_opts){.ipc = true});
+    assert_non_null(srv);
+    accepted acc = {0};
+    assert_non_null(rill_server_on(srv, RILL_SEV_CONNECTION, on_conn, &acc));
+    rill_stream *cli = rill_unix_connect(loop, path, &(rill_connect_opts){.ipc = true});
+    assert_non_null(cli);
+    int pa[2];
+    assert_int_equal(pipe2(pa, O_CLOEXEC), 0);
+    rill_stream *ra = rill_fd_open(loop, pa[0], 0);
+    assert_non_null(ra);
+    assert_true(rill_stream_fd(cli) < 0); /* not connected yet */
+    assert_int_equal(rill_stream_write_handle(cli, "h", 1, ra, NULL, NULL), 0);
+    rill_stream_close(ra); /* the queued handle is a duplicate: it stays open */
+    TH_RUN_UNTIL(loop, acc.conn != NULL, 5000);
+    rx r = {.keep = true};
+    assert_non_null(rill_stream_on(acc.conn, RILL_EV_HANDLE, on_rx_handle, &r));
+    assert_non_null(rill_stream_on(acc.conn, RILL_EV_READ, on_rx_read, &r));
+    assert_int_equal(rill_stream_start(acc.conn), 0);
+    TH_RUN_UNTIL(loop, r.handles == 1 && r.len == 1, 5000);
+    sink got = {0};
+    sink_on(r.got[0], &got);
+    assert_int_equal(write(pa[1], "early", 5), 5);
+    TH_RUN_UNTIL(loop, got.len == 5, 5000);
+    rill_stream_close(r.got[0]);
+    rill_stream_unref(r.got[0]);
+    rill_stream_close(cli);
+
+    /* nobody listens here: the connect fails and the queued handle is closed */
+    snprintf(path, sizeof path, "@rill-ipc-nobody-%d", (int)getpid());
+    rill_stream *lost = rill_unix_connect(loop, path, &(rill_connect_opts){.ipc = true});
+    assert_non_null(lost);
+    int pb[2];
+    assert_int_equal(pipe2(pb, O_CLOEXEC), 0);
+    rill_stream *rb = rill_fd_open(loop, pb[0], 0);
+    assert_non_null(rb);
+    assert_int_equal(rill_stream_write_handle(lost, "h", 1, rb, NULL, NULL), 0);
+    rill_stream_close(rb);
+    TH_RUN_UNTIL(loop, rill_stream_is_closed(lost), 5000);
+    close(pa[1]);
+    close(pb[1]);
+    rill_server_close(srv);
+    th_loop_free(loop);
+    assert_int_equal(th_fd_count(), before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_many_handles_in_order),
         cmocka_unit_test(test_pass_accepted_tcp),
         cmocka_unit_test(test_unix_ipc_client_and_server),
+        cmocka_unit_test(test_handle_written_while_connecting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -77,8 +77,9 @@ RILL_API int rill_stream_writev(rill_stream *s, const struct iovec *iov, size_t 
 /* Writes b without copying; the stream holds a reference until it is written. */
 RILL_API int rill_stream_write_bytes(rill_stream *s, rill_bytes *b, rill_done_fn *cb, void *arg);
 /* Writes data plus the stream `send` (its fd, SCM_RIGHTS) on an IPC stream.  `send` stays
- * the caller's; the peer gets a HANDLE event before the READ of these bytes.
- * RILL_EINVAL on a non-IPC stream or a stream without fd; len must be > 0. */
+ * the caller's (a duplicate of its fd travels); the peer gets a HANDLE event before the
+ * READ of these bytes.  On a client still connecting both wait in the queue.
+ * RILL_EINVAL on a non-IPC stream or when `send` has no fd; len must be > 0. */
 RILL_API int rill_stream_write_handle(rill_stream *ipc, const void *data, size_t len,
                                       rill_stream *send, rill_done_fn *cb, void *arg);
 /* Writes what the transport takes now, queueing nothing.  Bytes written, RILL_EAGAIN when
