@@ -724,6 +724,10 @@ static ssize_t read_common(rill_stream *s, const rspec *r, void *buf, size_t cap
     if ((rc = arm(f, deadline)) < 0 || (rc = read_start(s, r, w)) < 0) {
         disarm(f);
         wreq_put(w);
+        /* a stream without an EOF handler closes itself once the peer finished and its
+         * bytes were read: to the reader that is still the end of the stream */
+        if (rc == RILL_ECLOSED && (s->flags & RILL__S_EOF_DONE) && !s->err)
+            return RILL_EOF;
         return rc;
     }
     rc = park(f);

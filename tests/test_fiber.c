@@ -2,6 +2,8 @@
  * writes over stream pairs, deadlines, cancellation, the guard page, TCP and Unix servers
  * in blocking style (1,000 concurrent clients), and the ucontext switch in a child. */
 #include "harness.h"
+
+#include "internal.h"
 #include "rill/fiber.h"
 
 #include <arpa/inet.h>
@@ -237,10 +239,11 @@ static void line_client(void *arg)
     ssize_t n = rill_fiber_read_until(p->s, "\r\n", 2, buf, sizeof buf, 0);
     FCHECK_EQ(n, 6);
     memcpy(p->last, buf, 6);
-    /* the server shut its half down: end of stream (or closed, once the stream closed
-     * itself at EOF, as streams without an EOF handler do) */
+    /* the server shut its half down: end of stream, also after the stream closed itself
+     * at EOF (streams without an EOF handler do) */
     ssize_t end = rill_fiber_read_until(p->s, "\r\n", 2, buf, sizeof buf, 0);
-    FCHECK(end == RILL_EOF || end == RILL_ECLOSED);
+    FCHECK_EQ(end, RILL_EOF);
+    FCHECK_EQ(rill_fiber_read_until(p->s, "\r\n", 2, buf, sizeof buf, 0), RILL_EOF);
 }
 
 static void test_line_protocol(void **state)
@@ -263,6 +266,61 @@ static void test_line_protocol(void **state)
 
 /* ---- framing variants, EOF, cap -------------------------------------------------------------- */
 
+/* Bytes and the end both arrive before the fiber reads: the stream (no EOF handler)
+ * closes itself once the bytes are taken; the reader still sees the end as RILL_EOF. */
+static void eof_reader(void *arg)
+{
+    proto *p = arg;
+    char buf[16];
+    FCHECK_EQ(rill_fiber_read_bytes(p->s, buf, sizeof buf, 0), 3);
+    FCHECK_MEM(buf, "abc", 3);
+    FCHECK_EQ(rill_fiber_read_bytes(p->s, buf, sizeof buf, 0), RILL_EOF);
+    FCHECK_EQ(rill_fiber_read_until(p->s, "\n", 1, buf, sizeof buf, 0), RILL_EOF);
+    p->status = 1;
+}
+
+static void eof_only_reader(void *arg)
+{
+    proto *p = arg;
+    char buf[16];
+    FCHECK_EQ(rill_fiber_read_bytes(p->s, buf, sizeof buf, 0), RILL_EOF);
+    p->status = 1;
+}
+
+static void got_frame(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    (void)s, (void)data;
+    *(int *)arg = status == 0 ? (int)len : status;
+}
+
+static void test_eof_after_self_close(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    for (int mode = 0; mode < 2; mode++) {
+        rill_stream *s[2];
+        pair(loop, s);
+        assert_int_equal(rill_stream_write(s[1], "abc", 3, NULL, NULL), 0);
+        assert_int_equal(rill_stream_shutdown(s[1], NULL, NULL), 0);
+        assert_int_equal(rill_stream_start(s[0]), 0); /* both arrive before any read */
+        TH_RUN_UNTIL(loop, rill__in_len(s[0]) == 3 && (s[0]->flags & RILL__S_EOF), 5000);
+        proto p = {.loop = loop, .s = s[0]};
+        if (mode == 0) {
+            rill_fiber_detach(rill_fiber_spawn(loop, eof_reader, &p, 0));
+        } else { /* the bytes go to a callback request first; the stream closes itself */
+            int got = 0;
+            assert_int_equal(rill_stream_read_bytes(s[0], 16, got_frame, &got), 0);
+            TH_RUN_UNTIL(loop, got == 3 && rill_stream_is_closed(s[0]), 5000);
+            rill_fiber_detach(rill_fiber_spawn(loop, eof_only_reader, &p, 0));
+        }
+        run(loop);
+        assert_int_equal(p.status, 1);
+        assert_true(rill_stream_is_closed(s[0]));
+        unpair(s);
+    }
+    th_loop_free(loop);
+}
+
 static void framing_reader(void *arg)
 {
     proto *p = arg;
@@ -282,9 +340,10 @@ static void framing_reader(void *arg)
     /* the rest ends without its delimiter: partial frame, then end of stream */
     FCHECK_EQ(rill_fiber_read_until(p->s, "\n", 1, buf, sizeof buf, 0), 1);
     FCHECK_MEM(buf, "l", 1);
-    /* end of stream; or closed, when the stream (no EOF handler) already closed itself */
+    /* end of stream, also when the stream (no EOF handler) already closed itself */
     ssize_t end = rill_fiber_read_until(p->s, "\n", 1, buf, sizeof buf, 0);
-    FCHECK(end == RILL_EOF || end == RILL_ECLOSED);
+    FCHECK_EQ(end, RILL_EOF);
+    FCHECK_EQ(rill_fiber_read_bytes(p->s, buf, sizeof buf, 0), RILL_EOF);
     rill_regex_free(re);
     p->status = 1;
 }
@@ -1059,7 +1118,8 @@ static void test_alloc_failures(void **state)
 static const struct CMUnitTest core_tests[] = {
     cmocka_unit_test(test_outside_fiber),  cmocka_unit_test(test_spawn_deferred),
     cmocka_unit_test(test_sleep_and_join), cmocka_unit_test(test_join_finished),
-    cmocka_unit_test(test_line_protocol),  cmocka_unit_test(test_framing),
+    cmocka_unit_test(test_line_protocol),  cmocka_unit_test(test_eof_after_self_close),
+    cmocka_unit_test(test_framing),
     cmocka_unit_test(test_deadline),       cmocka_unit_test(test_cancel_read),
     cmocka_unit_test(test_cancel_sleep),   cmocka_unit_test(test_write_backpressure),
     cmocka_unit_test(test_write_deadline), cmocka_unit_test(test_stack_overflow),

@@ -75,9 +75,10 @@ RILL_API const char *rill_fiber_mechanism(void);
  * RILL_ENOBUFS.  To have such frames refused without consuming them instead, set the
  * stream's max buffer to cap (rill_stream_set_max_buffer).
  * At end of stream a partial frame is returned as it is (shorter than n, or without the
- * delimiter); the next call returns RILL_EOF, or RILL_ECLOSED once the stream has closed
- * itself (a stream without an EOF handler closes at EOF, after its queued writes).
- * Errors: RILL_EOF, RILL_ECLOSED (closed before or during the call), RILL_ETIMEDOUT, RILL_ECANCELED
+ * delimiter); the next calls return RILL_EOF, also once the stream has closed itself (a
+ * stream without an EOF handler closes at EOF, after its queued writes).
+ * Errors: RILL_EOF, RILL_ECLOSED (closed before or during the call, other than by reaching
+ * the end), RILL_ETIMEDOUT, RILL_ECANCELED
  * (both close the stream, see above), RILL_ENOBUFS, RILL_EINVAL, RILL_ENOMEM, or the stream's
  * error. */
 RILL_API ssize_t rill_fiber_read_bytes(rill_stream *s, void *buf, size_t max, uint64_t deadline);
