@@ -7,6 +7,9 @@
 #               the server order rotated from run to run
 #               (run 1 of every cell, then run 2, ...), median with min-max; server CPU
 #               per message from /proc/PID/stat (utime+stime) over the measured window
+#   paired      rill and one peer (epoll, libuv) served at the same time on the same CPUs:
+#               the ratio of their server CPU per message, which outside load disturbs
+#               alike (PAIR_RUNS runs per cell)
 #   syscalls    per message at 100 connections: strace -c -f on the server for a fixed
 #               window bracketed by the client's exact message counts, and the same with
 #               perf's syscall tracepoints when perf works (no ptrace slow-down)
@@ -23,8 +26,9 @@
 # by ±15% on a shared VM, so 3 give a median that is mostly noise), RILL_BENCH_CONNS
 # ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
 # RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
-# RILL_BENCH_ONLY (a space-separated subset of: pingpong syscalls callgrind pump idle
-# timers others, or "none"), RILL_BENCH_RAW (a latest.raw to start from).
+# RILL_BENCH_PAIR_RUNS (5), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
+# syscalls callgrind pump idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
+# start from).
 set -u
 
 BUILD=${1:-build-bench}
@@ -33,10 +37,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$HERE/results
 SECS=${RILL_BENCH_SECS:-3}
 RUNS=${RILL_BENCH_RUNS:-7}
+PAIR_RUNS=${RILL_BENCH_PAIR_RUNS:-5}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
 CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}
-ONLY=${RILL_BENCH_ONLY:-"pingpong syscalls callgrind pump idle timers others"}
+ONLY=${RILL_BENCH_ONLY:-"pingpong paired syscalls callgrind pump idle timers others"}
 S_CPU=0
 C_CPU=1
 SIZE=64
@@ -172,6 +177,57 @@ run_pingpong() {
             done
         done
         r=$((r + 1))
+    done
+}
+
+# ---- paired ping-pong: rill and one peer at the same time ---------------------------------
+# Both servers share the server CPU and both clients the client CPU, so whatever else the
+# machine does slows both alike: the ratio of their server CPU per message is steady to a
+# few percent where back-to-back runs swing by ±15%.  (Throughput tends to equal out here:
+# the clients share their CPU fairly; the CPU per message is the figure to read.)
+run_paired() {
+    say "== paired ping-pong: rill with each peer at once; conns: $CONNS; $PAIR_RUNS runs x ${SECS}s"
+    for peer in epoll uv; do
+        case " $SERVERS " in *" $peer "*) ;; *) continue ;; esac
+        for c in $CONNS; do
+            r=1
+            while [ $r -le "$PAIR_RUNS" ]; do
+                next_port
+                pa=$PORT
+                start_server rill $pa
+                sa=$SPID
+                next_port
+                pb=$PORT
+                start_server "$peer" $pb
+                sb=$SPID
+                taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pa "$c" "$SECS" $SIZE $sa >"$TMP/pa" 2>>"$LOG" &
+                ca=$!
+                taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pb "$c" "$SECS" $SIZE $sb >"$TMP/pb" 2>>"$LOG" &
+                cb=$!
+                wait $ca
+                wait $cb
+                stop_pid $sa
+                stop_pid $sb
+                oa=$(tail -n 1 "$TMP/pa")
+                ob=$(tail -n 1 "$TMP/pb")
+                log "paired rill+$peer conns=$c run=$r: rill: $oa; $peer: $ob"
+                ua=$(val "$oa" server_cpu_ns_per_msg)
+                ub=$(val "$ob" server_cpu_ns_per_msg)
+                ma=$(val "$oa" msgs_per_s)
+                mb=$(val "$ob" msgs_per_s)
+                if [ -z "$ua" ] || [ -z "$ub" ] || [ -z "$ma" ] || [ -z "$mb" ]; then
+                    say "   rill+$peer conns=$c run $r: FAILED (see $LOG)"
+                    r=$((r + 1))
+                    continue
+                fi
+                cr=$(awk -v a="$ua" -v b="$ub" 'BEGIN { printf "%.4f", a / b }')
+                mr=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.4f", a / b }')
+                put "pair.$peer.$c.cpu" "$cr"
+                put "pair.$peer.$c.mps" "$mr"
+                echo "   run $r conns=$c rill+$peer: server CPU/msg rill/$peer ${cr}, msgs/s rill/$peer ${mr}" >&2
+                r=$((r + 1))
+            done
+        done
     done
 }
 
@@ -463,6 +519,12 @@ report() {
         if (x >= 10) return sprintf("%.1f", x)
         return sprintf("%.2f", x)
     }
+    function pcell(k,   s) {
+        if (!(k in v)) return "-"
+        s = sprintf("%.3fx", med(k))
+        if (n[k] > 1) s = s sprintf(" (%.3f-%.3f)", lo(k), hi(k))
+        return s
+    }
     function cell(k,   s) {
         if (!(k in v)) return "-"
         s = fmt(med(k))
@@ -515,6 +577,17 @@ report() {
         if ("idle.rill" in v || "idle.epoll" in v)
             row("idle bytes/conn, 10k conns (lower better)", "idle.", "", "epoll", "uv")
         print ""
+        if ("pair.epoll.100.cpu" in v || "pair.uv.100.cpu" in v || "pair.uv.1.cpu" in v) {
+            print "| paired ping-pong: rill and the peer at the same time on the same CPUs; rill / peer, median of the runs (min-max) | vs epoll (limit) | vs libuv |"
+            print "|---|---:|---:|"
+            for (j = 1; j <= nc; j++)
+                print "| server CPU ns/msg, " cv[j] " conn (lower better) | " pcell("pair.epoll." cv[j] ".cpu") \
+                    " | " pcell("pair.uv." cv[j] ".cpu") " |"
+            for (j = 1; j <= nc; j++)
+                print "| msgs/s, " cv[j] " conn (higher better; the clients share a CPU) | " \
+                    pcell("pair.epoll." cv[j] ".mps") " | " pcell("pair.uv." cv[j] ".mps") " |"
+            print ""
+        }
         if ("pump.block" in v || "pump.rill" in v) {
             print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill/limit | rill/libuv |"
             print "|---|---:|---:|---:|---:|---:|"
@@ -644,6 +717,7 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 awk -v l="${load_start%% *}" 'BEGIN { exit !(l + 0 > 1.0) }' &&
     say "warning: load average $load_start before the run: other work shares these CPUs; expect noise"
 wants pingpong && run_pingpong
+wants paired && run_paired
 if [ "$PROFILE" = 1 ]; then
     wants syscalls && run_syscalls
     wants callgrind && run_callgrind
