@@ -194,12 +194,20 @@ run_paired() {
             while [ $r -le "$PAIR_RUNS" ]; do
                 next_port
                 pa=$PORT
-                start_server rill $pa
-                sa=$SPID
                 next_port
                 pb=$PORT
-                start_server "$peer" $pb
-                sb=$SPID
+                # who starts first alternates (rill, then the peer, on odd runs)
+                if [ $((r % 2)) = 1 ]; then
+                    start_server rill $pa
+                    sa=$SPID
+                    start_server "$peer" $pb
+                    sb=$SPID
+                else
+                    start_server "$peer" $pb
+                    sb=$SPID
+                    start_server rill $pa
+                    sa=$SPID
+                fi
                 taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pa "$c" "$SECS" $SIZE $sa >"$TMP/pa" 2>>"$LOG" &
                 ca=$!
                 taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pb "$c" "$SECS" $SIZE $sb >"$TMP/pb" 2>>"$LOG" &
