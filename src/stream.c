@@ -74,26 +74,32 @@ rill__sx *rill__stream_sx(rill_stream *s)
 }
 
 /* Takes s off the loop's stream queue (rare: a stream is freed from its own dispatch). */
+/* Unlinks s from the singly linked list at *head; false when it is not there.  *prev gets
+ * its predecessor (NULL: it was first). */
+static bool unlink_stream(rill_stream **head, rill_stream *s, rill_stream **prev)
+{
+    *prev = NULL;
+    for (rill_stream **pp = head; *pp; *prev = *pp, pp = &(*pp)->dnext)
+        if (*pp == s) {
+            *pp = s->dnext;
+            return true;
+        }
+    return false;
+}
+
 static void unqueue(rill_stream *s)
 {
     rill__squeue *q = rill__loop_squeue(s->loop);
-    rill_stream *prev = NULL;
-    for (rill_stream **pp = &q->head; *pp; prev = *pp, pp = &(*pp)->dnext)
-        if (*pp == s) {
-            *pp = s->dnext;
-            if (q->tail == s)
-                q->tail = prev;
-            if (q->cut == s)
-                q->cut = prev;
-            s->flags &= ~RILL__S_QUEUED;
-            return;
-        }
-    for (rill_stream **pp = &q->running; *pp; pp = &(*pp)->dnext)
-        if (*pp == s) {
-            *pp = s->dnext;
-            s->flags &= ~RILL__S_QUEUED;
-            return;
-        }
+    rill_stream *prev;
+    s->flags &= ~RILL__S_QUEUED;
+    if (unlink_stream(&q->head, s, &prev)) {
+        if (q->tail == s)
+            q->tail = prev;
+        if (q->cut == s)
+            q->cut = prev;
+    } else {
+        unlink_stream(&q->running, s, &prev); /* the batch being run holds it */
+    }
 }
 
 static void stream_free(rill_stream *s)
@@ -971,16 +977,11 @@ int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn
         return RILL_EINVAL;
     struct iovec iov = {(void *)data, len};
     if (s && !cb && len && write_fast(s)) {
-        ssize_t r;
-        do
-            r = write(s->io.fd, data, len);
-        while (r < 0 && errno == EINTR);
+        ssize_t r = raw_writev(s->io.fd, &iov, 1); /* what fd_writev does inside the loop */
         if (r == (ssize_t)len) {
             rill__tnode_touch(s->loop, &s->tnode);
             return 0;
         }
-        if (r < 0 && (r = rill__errno()) == RILL_EPIPE)
-            rill__sigpipe_consume();
         return write_common(s, &iov, 1, NULL, NULL, NULL, r);
     }
     return write_common(s, &iov, 1, NULL, cb, arg, NOT_TRIED);

@@ -412,6 +412,23 @@ static void test_pass_accepted_tcp(void **state)
     assert_int_equal(th_fd_count(), before);
 }
 
+/* A Unix IPC server on path whose connections land in acc. */
+static rill_server *ipc_server(rill_loop *loop, const char *path, accepted *acc)
+{
+    rill_server *srv = rill_unix_listen(loop, path, &(rill_listen_opts){.ipc = true});
+    assert_non_null(srv);
+    assert_non_null(rill_server_on(srv, RILL_SEV_CONNECTION, on_conn, acc));
+    return srv;
+}
+
+/* Records conn's handles and bytes into r, and starts reading. */
+static void rx_watch(rill_stream *conn, rx *r)
+{
+    assert_non_null(rill_stream_on(conn, RILL_EV_HANDLE, on_rx_handle, r));
+    assert_non_null(rill_stream_on(conn, RILL_EV_READ, on_rx_read, r));
+    assert_int_equal(rill_stream_start(conn), 0);
+}
+
 /* Unix sockets opened with `ipc`: a connected client and the connection its server
  * accepted both carry handles. */
 static void test_unix_ipc_client_and_server(void **state)
@@ -421,19 +438,15 @@ static void test_unix_ipc_client_and_server(void **state)
     rill_loop *loop = th_loop_new();
     char path[64];
     snprintf(path, sizeof path, "@rill-ipc-test-%d", (int)getpid());
-    rill_server *srv = rill_unix_listen(loop, path, &(rill_listen_opts){.ipc = true});
-    assert_non_null(srv);
     accepted acc = {0};
-    assert_non_null(rill_server_on(srv, RILL_SEV_CONNECTION, on_conn, &acc));
+    rill_server *srv = ipc_server(loop, path, &acc);
     rill_stream *cli = rill_unix_connect(loop, path, &(rill_connect_opts){.ipc = true});
     assert_non_null(cli);
     TH_RUN_UNTIL(loop, acc.conn != NULL && rill_stream_fd(cli) >= 0, 5000);
     make_ipc(cli);
     make_ipc(acc.conn);
     rx r = {.keep = true};
-    assert_non_null(rill_stream_on(acc.conn, RILL_EV_HANDLE, on_rx_handle, &r));
-    assert_non_null(rill_stream_on(acc.conn, RILL_EV_READ, on_rx_read, &r));
-    assert_int_equal(rill_stream_start(acc.conn), 0);
+    rx_watch(acc.conn, &r);
     int pa[2];
     assert_int_equal(pipe(pa), 0);
     rill_stream *ra = rill_fd_open(loop, pa[0], 0);
@@ -463,10 +476,8 @@ static void test_handle_written_while_connecting(void **state)
     rill_loop *loop = th_loop_new();
     char path[64];
     snprintf(path, sizeof path, "@rill-ipc-early-%d", (int)getpid());
-    rill_server *srv = rill_unix_listen(loop, path, &(rill_listen_opts){.ipc = true});
-    assert_non_null(srv);
     accepted acc = {0};
-    assert_non_null(rill_server_on(srv, RILL_SEV_CONNECTION, on_conn, &acc));
+    rill_server *srv = ipc_server(loop, path, &acc);
     rill_stream *cli = rill_unix_connect(loop, path, &(rill_connect_opts){.ipc = true});
     assert_non_null(cli);
     int pa[2];
@@ -478,9 +489,7 @@ static void test_handle_written_while_connecting(void **state)
     rill_stream_close(ra); /* the queued handle is a duplicate: it stays open */
     TH_RUN_UNTIL(loop, acc.conn != NULL, 5000);
     rx r = {.keep = true};
-    assert_non_null(rill_stream_on(acc.conn, RILL_EV_HANDLE, on_rx_handle, &r));
-    assert_non_null(rill_stream_on(acc.conn, RILL_EV_READ, on_rx_read, &r));
-    assert_int_equal(rill_stream_start(acc.conn), 0);
+    rx_watch(acc.conn, &r);
     TH_RUN_UNTIL(loop, r.handles == 1 && r.len == 1, 5000);
     sink got = {0};
     sink_on(r.got[0], &got);

@@ -91,6 +91,21 @@ static int plain_client(rill_server *srv)
     return fd;
 }
 
+/* Runs the loop (at most 200 iterations of at most 5 ms) until the server side of client
+ * fd hangs up, and checks that it did. */
+static void expect_hangup(rill_loop *loop, int fd)
+{
+    rill_timer *tick = th_tick_start(loop);
+    char b;
+    ssize_t n = -1;
+    for (int i = 0; i < 200 && n != 0; i++) {
+        rill_loop_run(loop, RILL_RUN_ONCE);
+        n = recv(fd, &b, 1, MSG_DONTWAIT);
+    }
+    rill_timer_stop(tick);
+    assert_int_equal(n, 0);
+}
+
 /* ---- close rules -------------------------------------------------------------------------- */
 
 static void test_close_closes_every_connection(void **state)
@@ -296,15 +311,7 @@ static void test_no_handler_closes(void **state)
     rill_server *srv = rill_tcp_listen(loop, "127.0.0.1", 0, NULL);
     assert_non_null(srv);
     int cl = plain_client(srv);
-    rill_timer *tick = th_tick_start(loop);
-    char b;
-    ssize_t n = -1;
-    for (int i = 0; i < 200 && n != 0; i++) { /* nobody serves it: it is closed at once */
-        rill_loop_run(loop, RILL_RUN_ONCE);
-        n = recv(cl, &b, 1, MSG_DONTWAIT);
-    }
-    rill_timer_stop(tick);
-    assert_int_equal(n, 0);
+    expect_hangup(loop, cl); /* nobody serves it: it is closed at once */
     close(cl);
     rill_server_close(srv);
     th_loop_free(loop);
@@ -356,15 +363,7 @@ static void test_server_off(void **state)
     assert_int_equal(r.nb, 0);
     rill_server_off(srv, r.a);
     int c2 = plain_client(srv);
-    rill_timer *tick = th_tick_start(loop);
-    char b;
-    ssize_t n = -1;
-    for (int i = 0; i < 200 && n != 0; i++) { /* nobody serves it now: closed at once */
-        rill_loop_run(loop, RILL_RUN_ONCE);
-        n = recv(c2, &b, 1, MSG_DONTWAIT);
-    }
-    rill_timer_stop(tick);
-    assert_int_equal(n, 0);
+    expect_hangup(loop, c2); /* nobody serves it now: closed at once */
     assert_int_equal(r.na, 1);
     assert_int_equal(r.nb, 0);
     assert_false(rill_stream_is_closed(r.kept)); /* the first one is still served */
