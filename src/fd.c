@@ -34,6 +34,8 @@ rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family
 {
     uint32_t sf = rill__dir_sflags(flags) | (flags & RILL_IPC ? RILL__S_IPC : 0);
     const rill__transport *tp = family != AF_UNSPEC ? &sock_transport : &rill__fd_transport;
+    if (family != AF_UNSPEC && !(flags & RILL__FD_NOT_STREAM))
+        tp = rill__sock_tp(loop, tp); /* a stream socket: through the ring on a uring loop */
     if ((flags & RILL_IPC) && family == AF_UNIX)
         tp = &rill__ipc_transport; /* recvmsg/sendmsg with SCM_RIGHTS */
     rill_stream *s = rill__stream_new(loop, tp, fd, sf);
@@ -75,6 +77,11 @@ rill_stream *rill_fd_open(rill_loop *loop, int fd, unsigned flags)
         return NULL;
     }
     int family = S_ISSOCK(st.st_mode) ? sock_family(fd) : AF_UNSPEC;
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    if (family != AF_UNSPEC &&
+        (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_STREAM))
+        flags |= RILL__FD_NOT_STREAM; /* datagrams keep their boundaries: one read each */
     if ((flags & RILL_IPC) && family != AF_UNIX) {
         errno = EINVAL;
         return NULL;

@@ -215,6 +215,9 @@ typedef struct {
 
 extern const rill__poller rill__poller_epoll;
 extern const rill__poller rill__poller_poll;
+extern const rill__poller rill__poller_uring; /* built with liburing only */
+/* The loop's backend state when it runs poller p, else NULL. */
+void *rill__loop_pstate(rill_loop *loop, const rill__poller *p);
 
 void rill__io_init(rill__io *io, int fd, rill__io_cb *cb);
 /* Sets the watched directions; a no-op when unchanged.  0 or a RILL_E* code. */
@@ -274,7 +277,9 @@ static inline void rill__buf_find_reset(rill__buf *b)
 enum {
     RILL__TP_ASYNC = 1u, /* writes complete later (rill__stream_write_done); always queued */
     RILL__TP_SOCKET = 2u, /* the fd is a socket: send with MSG_NOSIGNAL, shutdown(2) */
-    RILL__TP_STATE = 4u   /* keeps state in tpdata: the extension exists from creation */
+    RILL__TP_STATE = 4u,  /* keeps state in tpdata: the extension exists from creation */
+    RILL__TP_DIRECT = 8u  /* ASYNC over a plain socket fd (usock.c): try_write may send
+                           * directly while nothing is queued or in flight */
 };
 
 /* What differs between kinds of stream.  NULL entries take the fd defaults (stream.c). */
@@ -322,6 +327,11 @@ enum {
     RILL__S_QUEUED = 1u << 19,    /* on the loop's queue of streams with deferred work */
     RILL__S_SUBLIST = 1u << 20,   /* subscriptions are in subs.list, not subs.one */
     RILL__S_ONE_ONCE = 1u << 21,  /* subs.one is a once subscription */
+    RILL__S_URECV = 1u << 22,     /* usock.c: a multishot receive is in the ring */
+    RILL__S_UCANCEL = 1u << 23,   /* usock.c: and its cancel too */
+    RILL__S_USEND = 1u << 24,     /* usock.c: a send is in the ring */
+    RILL__S_UFREE = 1u << 25,     /* the last reference went while the ring still names the
+                                   * stream: the last completion frees it */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */
@@ -508,6 +518,16 @@ static inline uint32_t rill__dir_sflags(unsigned flags)
     return (flags & RILL_WRITEONLY ? 0 : RILL__S_READABLE) |
            (flags & RILL_READONLY ? 0 : RILL__S_WRITABLE);
 }
+/* Frees a stream whose last reference went while usock operations were in flight. */
+void rill__stream_free(rill_stream *s);
+/* usock.c: before the fd of a uring socket stream is stolen, stops its receive (waits
+ * for the cancel).  0, RILL_EBUSY while a send is in flight, or a code. */
+int rill__usock_steal(rill_stream *s);
+/* usock.c: the transport for a stream socket on loop (fd.c, tcp.c): the uring one when
+ * the loop runs that backend, else `fallback`. */
+const rill__transport *rill__sock_tp(rill_loop *loop, const rill__transport *fallback);
+/* rill__fd_stream's flags: a socket that is not SOCK_STREAM (never through the ring). */
+#define RILL__FD_NOT_STREAM 0x80000000u
 /* fd.c: stream over an fd of a known kind (sockets, pipes, devices). */
 rill_stream *rill__fd_stream(rill_loop *loop, int fd, unsigned flags, int family);
 

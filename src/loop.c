@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "loop_impl.h"
+#include "rill_config.h"
 
 
 /* > 0 while this thread runs a loop.  initial-exec: read on every write, it must be one
@@ -33,6 +34,10 @@ static const rill__poller *pick_poller(const char *name, int *err)
         return &rill__poller_epoll;
     if (strcmp(name, "poll") == 0)
         return &rill__poller_poll;
+#ifdef RILL_HAVE_URING
+    if (strcmp(name, "uring") == 0)
+        return &rill__poller_uring;
+#endif
     *err = strcmp(name, "uring") == 0 || strcmp(name, "kqueue") == 0 ? ENOSYS : EINVAL;
     return NULL;
 }
@@ -152,6 +157,11 @@ uint64_t rill_loop_now(const rill_loop *loop)
 void rill_loop_update_time(rill_loop *loop)
 {
     loop->hot.now = clock_ms();
+}
+
+void *rill__loop_pstate(rill_loop *loop, const rill__poller *p)
+{
+    return loop->poller == p ? loop->pstate : NULL;
 }
 
 const char *rill_loop_backend(const rill_loop *loop)

@@ -105,6 +105,15 @@ static void unqueue(rill_stream *s)
 static void stream_free(rill_stream *s)
 {
     assert(s->flags & RILL__S_CLOSE_DONE);
+    if (s->flags & (RILL__S_URECV | RILL__S_USEND)) {
+        s->flags |= RILL__S_UFREE; /* the ring still names it: its last completion frees it */
+        return;
+    }
+    rill__stream_free(s);
+}
+
+void rill__stream_free(rill_stream *s)
+{
     if (s->flags & RILL__S_QUEUED)
         unqueue(s);
     if (s->flags & RILL__S_SUBLIST)
@@ -780,7 +789,8 @@ void rill__stream_write_done(rill_stream *s, ssize_t n)
         rill__buf_consume(&s->x->wq, (size_t)n);
         s->x->wq_written += (uint64_t)n;
         s->x->written_pending += (size_t)n;
-        rill__tnode_touch(s->loop, &s->tnode);
+        if (!(s->tp->flags & RILL__TP_DIRECT)) /* (usock counts the submission instead) */
+            rill__tnode_touch(s->loop, &s->tnode);
         run_completions(s, 0);
         after_progress(s, before);
         if (rill_stream_has_subscribers(s, RILL_EV_WRITE) || (s->dflags & RILL__D_DRAIN))
@@ -1011,12 +1021,13 @@ ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len)
     if (!data && len)
         return RILL_EINVAL;
     if (rill__wq_len(s) || (s->flags & (RILL__S_CONNECTING | RILL__S_WBUSY)) ||
-        (s->tp->flags & RILL__TP_ASYNC))
+        (s->tp->flags & (RILL__TP_ASYNC | RILL__TP_DIRECT)) == RILL__TP_ASYNC)
         return RILL_EAGAIN;
     if (!len)
         return 0;
     struct iovec iov = {(void *)data, len};
-    ssize_t r = tp_writev(s, &iov, 1);
+    /* a uring socket with nothing in flight: the fd itself, like a plain socket */
+    ssize_t r = s->tp->flags & RILL__TP_DIRECT ? fd_writev(s, &iov, 1) : tp_writev(s, &iov, 1);
     if (r > 0) {
         if (s->x) {
             s->x->wq_written += (uint64_t)r;
@@ -1165,8 +1176,13 @@ int rill_stream_steal_fd(rill_stream *s)
         return RILL_EINVAL;
     if (s->flags & RILL__S_CLOSED)
         return RILL_ECLOSED;
-    if (s->io.fd < 0 || s->tp->start)
+    if (s->io.fd < 0 || (s->tp->start && !(s->tp->flags & RILL__TP_DIRECT)))
         return RILL_EINVAL;
+    if (s->tp->flags & RILL__TP_DIRECT) {
+        int rc = rill__usock_steal(s);
+        if (rc < 0)
+            return rc;
+    }
     int fd = s->io.fd;
     rill__io_set(s->loop, &s->io, 0);
     s->flags |= RILL__S_STOLEN;

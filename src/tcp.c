@@ -127,6 +127,8 @@ static void connector_win(connector *c, attempt *a)
     s->family = family;
     if (s->flags & RILL__S_IPC)
         s->tp = &rill__ipc_transport; /* connected: fds may travel with the bytes now */
+    else
+        s->tp = rill__sock_tp(s->loop, s->tp); /* through the ring on a uring loop */
     /* The inactivity timeout starts now (connecting has its own deadline), unless the user
      * armed one meanwhile: that one stays.  (A 0 set while connecting cannot be told from
      * "never set": the stream keeps no copy of the value, only the armed node.) */

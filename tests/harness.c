@@ -32,6 +32,11 @@ rill_loop *th_loop_new(void)
     return loop;
 }
 
+bool th_writes_deferred(rill_loop *loop)
+{
+    return strcmp(rill_loop_backend(loop), "uring") == 0;
+}
+
 void th_loop_free(rill_loop *loop)
 {
     uint64_t deadline = th_now_ms() + 5000;

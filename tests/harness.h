@@ -13,6 +13,10 @@
 
 /* A new loop on the backend named by RILL_BACKEND (the suite's); fails the test on error. */
 rill_loop *th_loop_new(void);
+/* True on the uring backend, where a socket stream's write goes out with the loop's next
+ * submission: the call reports it queued (and the extension exists) where the other
+ * backends have written it already. */
+bool th_writes_deferred(rill_loop *loop);
 /* Runs the loop until no handle is left (bounded) and asserts rill_loop_free succeeds. */
 void th_loop_free(rill_loop *loop);
 /* Monotonic milliseconds. */

@@ -37,6 +37,10 @@ static int fiber_failures;
     } while (0)
 #define FCHECK_MEM(a, b, n) FCHECK(memcmp((a), (b), (n)) == 0)
 
+/* What rill_fiber_write returns for bytes an empty socket takes at once: 1, or 0 on the
+ * uring backend, where they go out with the next submission. */
+#define WROTE(s) (th_writes_deferred(rill_stream_loop(s)) ? 0 : 1)
+
 static uint64_t deadline_in(rill_loop *loop, uint64_t ms)
 {
     return rill_loop_now(loop) + ms;
@@ -214,7 +218,7 @@ static void line_server(void *arg)
         int len = snprintf(reply, sizeof reply, "+%.*s\r\n", (int)n - 2, line);
         FCHECK(rill_fiber_write(p->s, reply, (size_t)len, 0) >= 0);
     }
-    FCHECK_EQ(rill_fiber_write(p->s, "+BYE\r\n", 6, 0), 1);
+    FCHECK_EQ(rill_fiber_write(p->s, "+BYE\r\n", 6, 0), WROTE(p->s));
     FCHECK_EQ(rill_fiber_shutdown(p->s, 0), 0);
     p->status = (int)n;
 }
@@ -225,8 +229,9 @@ static void line_client(void *arg)
     char buf[64];
     for (int i = 0; i < 100; i++) {
         int len = snprintf(buf, sizeof buf, "CMD %d\r\n", i);
-        /* the whole line goes out at once on an empty socket */
-        FCHECK_EQ(rill_fiber_write(p->s, buf, (size_t)len, 0), 1);
+        /* the whole line goes out at once on an empty socket (uring: with the next
+         * submission, so it reports queued) */
+        FCHECK_EQ(rill_fiber_write(p->s, buf, (size_t)len, 0), WROTE(p->s));
         ssize_t n = rill_fiber_read_until(p->s, "\r\n", 2, buf, sizeof buf, 0);
         FCHECK(n > 0);
         char want[64];
@@ -235,7 +240,7 @@ static void line_client(void *arg)
         FCHECK_MEM(buf, want, (size_t)wl);
         p->replies++;
     }
-    FCHECK_EQ(rill_fiber_write(p->s, "QUIT\r\n", 6, 0), 1);
+    FCHECK_EQ(rill_fiber_write(p->s, "QUIT\r\n", 6, 0), WROTE(p->s));
     ssize_t n = rill_fiber_read_until(p->s, "\r\n", 2, buf, sizeof buf, 0);
     FCHECK_EQ(n, 6);
     memcpy(p->last, buf, 6);
@@ -726,8 +731,6 @@ static void echo_client(void *arg)
         return;
     }
     e->connected++;
-    size_t c = rill_server_connection_count(e->srv);
-    e->max_conns = c > e->max_conns ? c : e->max_conns;
     /* All clients stay connected at once before they talk. */
     while (e->connected < NCLIENTS)
         FCHECK_EQ(rill_fiber_sleep(1), 0);
@@ -739,6 +742,10 @@ static void echo_client(void *arg)
         FCHECK_EQ(n, len);
         FCHECK_MEM(in, out, (size_t)len);
         e->echoed++;
+        /* the server holds them all at once (sampled once it answered: on the uring
+         * backend the 1000 connects complete before the listener's poll is reaped) */
+        size_t c = rill_server_connection_count(e->srv);
+        e->max_conns = c > e->max_conns ? c : e->max_conns;
     }
     rill_stream_close(s);
     if (++e->done == NCLIENTS)
@@ -1017,11 +1024,11 @@ static bool alloc_scenario(void)
         rill_fiber_detach(r);
         rill_fiber_detach(w);
         rill_loop_run(a.loop, RILL_RUN_DEFAULT);
-        ok = ok && a.got == 2 && a.wrote == 1;
+        ok = ok && a.got == 2 && (a.wrote == 1 || (a.wrote == 0 && th_writes_deferred(a.loop)));
         /* the reader got its line, or failed cleanly (never ran, no memory, or no data
          * because the writer failed) */
         assert_true(a.got == 2 || a.got == 1 || a.got == RILL_ENOMEM || a.got == RILL_ETIMEDOUT);
-        assert_true(a.wrote == 1 || a.wrote == RILL_ENOMEM);
+        assert_true(a.wrote == 1 || a.wrote == RILL_ENOMEM || (a.wrote == 0 && th_writes_deferred(a.loop)));
         rill_stream_close(a.s[0]);
         rill_stream_close(a.s[1]);
     }

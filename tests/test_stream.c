@@ -398,13 +398,16 @@ static void test_write_forms_and_completions(void **state)
     rill_stream_start(p[1]);
     done_rec d = {0};
     assert_int_equal(rill_stream_write(p[0], "hello ", 6, on_done, &d), 0);
-    assert_int_equal(rill_stream_write_queue_size(p[0]), 0); /* written at once */
+    if (!th_writes_deferred(loop))
+        assert_int_equal(rill_stream_write_queue_size(p[0]), 0); /* written at once */
     assert_int_equal(d.n, 0); /* never inside the call */
     struct iovec iov[2] = {{"wor", 3}, {"ld ", 3}};
     assert_int_equal(rill_stream_writev(p[0], iov, 2, on_done, &d), 0);
     rill_bytes *b = rill_bytes_new("bytes!", 6);
     assert_int_equal(rill_stream_write_bytes(p[0], b, on_done, &d), 0);
     rill_bytes_unref(b);
+    if (th_writes_deferred(loop)) /* try_write refuses while sends are in flight */
+        TH_RUN_UNTIL(loop, !rill_stream_is_writing(p[0]), 5000);
     assert_int_equal(rill_stream_try_write(p[0], "+try", 4), 4);
     TH_RUN_UNTIL(loop, c.bytes == 22 && d.n == 3, 5000);
     uint64_t want = th_hash(TH_HASH_INIT, "hello world bytes!+try", 22);
@@ -722,12 +725,15 @@ static void test_inactivity_timeout(void **state)
     rill_stream *p[2];
     pair(loop, p);
     counts c = {0};
+    counts c2 = {0};
     rill_stream_ref(p[0]);
     rill_stream_on(p[0], RILL_EV_TIMEOUT, on_any, &c);
     rill_stream_on(p[0], RILL_EV_CLOSE, on_any, &c);
     rill_stream_set_timeout(p[0], 80);
     assert_int_equal(rill_stream_timeout(p[0]), 80);
     rill_stream_set_timeout(p[1], 0); /* never */
+    rill_stream_on(p[1], RILL_EV_READ, on_any, &c2); /* drained: the writes never block */
+    rill_stream_start(p[1]);
     uint64_t t0 = th_now_ms();
     /* activity for a while keeps it open */
     while (th_now_ms() - t0 < 200) {
