@@ -91,6 +91,10 @@ void rill__usock_recv_cqe(rill_stream *s, int res, unsigned flags)
         if (res > 0 && live)
             rill__stream_deliver(s, rill__uring_buf(u, bid), res);
         rill__uring_buf_put(u, bid);
+    } else if (res == 0 && live && !rill__stream_wants_read(s)) {
+        /* the end, seen by a receive that was being cancelled: the stream stopped, maybe
+         * with bytes still to hand out first.  The socket says it again on the next
+         * receive, armed when the stream reads again. */
     } else if (live && (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED &&
                                      res != -EAGAIN && res != -EINTR))) {
         rill__stream_deliver(s, NULL, res == -EAGAIN ? RILL_EAGAIN : res); /* EOF, or the error */
