@@ -69,13 +69,15 @@ static int us_start(rill_stream *s)
     return s->flags & RILL__S_URECV ? 0 : arm_recv(s);
 }
 
+/* Cancels the receive unless none is armed or its cancel is already in the ring.  Bytes it
+ * received before the cancel still arrive: they are kept. */
 static int us_stop(rill_stream *s)
 {
     if ((s->flags & (RILL__S_URECV | RILL__S_UCANCEL)) != RILL__S_URECV)
         return 0;
     int rc = cancel(s, RILL__UR_RECV);
     if (rc == 0)
-        s->flags |= RILL__S_UCANCEL; /* bytes already received still arrive: they are kept */
+        s->flags |= RILL__S_UCANCEL;
     return rc;
 }
 
@@ -146,9 +148,7 @@ void rill__usock_send_cqe(rill_stream *s, int res, unsigned flags)
 static void us_close(rill_stream *s)
 {
     rill__uring *u = rill__loop_uring(s->loop);
-    if ((s->flags & (RILL__S_URECV | RILL__S_UCANCEL)) == RILL__S_URECV &&
-        cancel(s, RILL__UR_RECV) == 0)
-        s->flags |= RILL__S_UCANCEL;
+    (void)us_stop(s);
     if (s->flags & RILL__S_USEND)
         (void)cancel(s, RILL__UR_SEND); /* a send the peer never makes room for */
     /* entries still queued name the fd by number: they go in before the number is free */

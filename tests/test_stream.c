@@ -496,7 +496,7 @@ static void test_64mib_to_slow_reader(void **state)
     rill_stream *p[2];
     pair(b.loop, p);
     b.w = p[0];
-    b.r = p[1];
+    b.r = rill_stream_ref(p[1]); /* held: at the end it closes itself, maybe within the run */
     b.chunk = malloc(CHUNK);
     rill_stream_set_watermarks(b.w, 0, 256 * 1024);
     rill_stream_on(b.w, RILL_EV_DRAIN, bulk_drain, &b);
@@ -512,6 +512,7 @@ static void test_64mib_to_slow_reader(void **state)
     /* the writer stopped when told: the queue never grew past high + one chunk */
     assert_true(b.max_queue < 256 * 1024 + CHUNK);
     rill_stream_close(b.r);
+    rill_stream_unref(b.r);
     th_loop_free(b.loop);
     free(b.chunk);
 }

@@ -264,13 +264,12 @@ static void poll_cqe(rill__uring *u, uint64_t ud, int res)
     if (r & (RILL__IO_READ | RILL__IO_WRITE))
         io->cb(io, r);
     /* still watched by the same registration, and not re-armed by the callback: again
-     * (a ready fd completes at once: level-triggered) */
-    if (fd < u->nslots) {
-        sl = &u->slots[fd];
-        if (sl->io == io && sl->gen == gen && !sl->armed && io->mask && res >= 0 &&
-            arm(u, fd, sl, io->mask) < 0)
-            io->cb(io, RILL__IO_READ | RILL__IO_WRITE | RILL__IO_ERR);
-    }
+     * (a ready fd completes at once: level-triggered).  The callback may have grown the
+     * slot array: look the slot up anew. */
+    sl = &u->slots[fd];
+    if (sl->io == io && sl->gen == gen && !sl->armed && io->mask && res >= 0 &&
+        arm(u, fd, sl, io->mask) < 0)
+        io->cb(io, RILL__IO_READ | RILL__IO_WRITE | RILL__IO_ERR);
 }
 
 static int ur_wait(void *state, int timeout_ms)
