@@ -113,19 +113,22 @@ void rill__frame_free(rill_stream *s)
 
 static int request(rill_stream *s, rill__freq *q)
 {
-    bool starts_reading = rill__list_empty(&s->x->frames) && !(s->flags & RILL__S_READING) &&
+    rill__sx *x = s->x;
+    bool starts_reading = rill__list_empty(&x->frames) && !(s->flags & RILL__S_READING) &&
                           !(s->flags & RILL__S_FEEDING);
-    rill__list_insert_tail(&s->x->frames, &q->link);
-    if (s->x->in.len && s->x->frames.next == &q->link)
-        rill__buf_find_reset(&s->x->in);
+    rill__list_insert_tail(&x->frames, &q->link);
+    if (!x->in.len) {
+        if (starts_reading)
+            rill__stream_update(s); /* otherwise reading and activity do not change */
+        return 0; /* the re-arm from a frame callback ends here: the feed serves it */
+    }
+    if (x->frames.next == &q->link)
+        rill__buf_find_reset(&x->in);
     /* Buffered bytes may already satisfy it: serve on the next iteration, never inside
      * this call. */
-    if (s->x->in.len) {
-        s->dflags |= RILL__D_FRAME;
-        rill__stream_queue(s);
-    }
-    if (starts_reading || s->x->in.len)
-        rill__stream_update(s); /* otherwise reading and activity do not change */
+    s->dflags |= RILL__D_FRAME;
+    rill__stream_queue(s);
+    rill__stream_update(s);
     return 0;
 }
 
@@ -139,7 +142,7 @@ static int check(rill_stream *s, rill_frame_fn *cb)
         return RILL_EPENDING; /* a splice or close_async owns the stream */
     if (!(s->flags & RILL__S_READABLE) && !rill__in_len(s))
         return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
-    return rill__stream_sx(s) ? 0 : RILL_ENOMEM;
+    return s->x || rill__stream_sx(s) ? 0 : RILL_ENOMEM; /* no call once it exists */
 }
 
 static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb, void *arg)
@@ -179,8 +182,26 @@ int rill_stream_read_exactly(rill_stream *s, size_t n, rill_frame_fn *cb, void *
     return q ? request(s, q) : RILL_ENOMEM;
 }
 
-int rill_stream_read_until(rill_stream *s, const void *delim, size_t dlen, rill_frame_fn *cb,
-                           void *arg)
+/* The re-arm from inside a frame callback, the hot path of line protocols: while a feed
+ * serves new bytes in place (FEEDING, nothing buffered) a request that check() would
+ * accept needs no queueing and no update, only a recycled record at the tail of the
+ * queue.  NULL: take the general path. */
+static rill__freq *rearm_fast(rill_stream *s, rill_frame_fn *cb)
+{
+    const uint32_t mask = RILL__S_FEEDING | RILL__S_READABLE | RILL__S_CLOSED | RILL__S_PENDING;
+    if (!s || !cb || (s->flags & mask) != (RILL__S_FEEDING | RILL__S_READABLE))
+        return NULL;
+    rill__sx *x = s->x; /* rill__frame_feed made it before FEEDING */
+    rill__freq *q = x->ffree;
+    if (x->in.len || !q)
+        return NULL;
+    x->ffree = (rill__freq *)(void *)q->link.next;
+    return q;
+}
+
+/* read_until's general path, kept out of line so that the fast path saves no registers. */
+__attribute__((noinline)) static int until_request(rill_stream *s, const void *delim, size_t dlen,
+                                                   rill_frame_fn *cb, void *arg)
 {
     int rc = check(s, cb);
     if (rc < 0)
@@ -190,13 +211,36 @@ int rill_stream_read_until(rill_stream *s, const void *delim, size_t dlen, rill_
     rill__freq *q = prepare(s, F_UNTIL, dlen, cb, arg);
     if (!q)
         return RILL_ENOMEM;
-    q->delim = dlen <= INLINE_DELIM ? q->idelim : rill__malloc(dlen);
-    if (!q->delim) {
-        freq_put(s, q);
-        return RILL_ENOMEM;
+    if (dlen == 1) { /* lines: a store, not a call to memcpy */
+        q->idelim[0] = *(const char *)delim;
+        q->delim = q->idelim;
+    } else {
+        q->delim = dlen <= INLINE_DELIM ? q->idelim : rill__malloc(dlen);
+        if (!q->delim) {
+            freq_put(s, q);
+            return RILL_ENOMEM;
+        }
+        memcpy(q->delim, delim, dlen);
     }
-    memcpy(q->delim, delim, dlen);
     return request(s, q);
+}
+
+int rill_stream_read_until(rill_stream *s, const void *delim, size_t dlen, rill_frame_fn *cb,
+                           void *arg)
+{
+    rill__freq *q;
+    if (dlen != 1 || !delim || !(q = rearm_fast(s, cb)))
+        return until_request(s, delim, dlen, cb, arg);
+    q->kind = F_UNTIL;
+    q->n = 1;
+    q->resume = 0;
+    q->cb = cb;
+    q->arg = arg;
+    q->re = NULL;
+    q->idelim[0] = *(const char *)delim;
+    q->delim = q->idelim;
+    rill__list_insert_tail(&s->x->frames, &q->link);
+    return 0;
 }
 
 int rill_stream_read_until_regex(rill_stream *s, const rill_regex *re, rill_frame_fn *cb, void *arg)
@@ -267,28 +311,39 @@ static size_t match(rill_stream *s, rill__freq *q, const char *p, size_t n, size
 }
 
 /* Serves requests from contiguous new bytes while nothing is buffered (the common case:
- * no copy).  Returns how many bytes were taken. */
-static size_t serve_direct(rill_stream *s, const char *data, size_t n)
+ * no copy).  Returns how many bytes were taken.  A one-byte delimiter, the line case, is
+ * searched here with memchr directly: per frame this loop is the cost of framing. */
+__attribute__((noinline)) static size_t serve_direct(rill_stream *s, const char *data, size_t n)
 {
+    rill__sx *x = s->x;
     size_t pos = 0;
     rill__freq *q;
-    while (pos < n && (q = head(s)) && !(s->flags & RILL__S_CLOSED)) {
-        size_t next, len = match(s, q, data + pos, n - pos, 0, &next);
+    if (s->flags & RILL__S_CLOSED)
+        return 0;
+    while (pos < n && (q = head(s))) {
+        size_t next, len;
+        if (q->kind == F_UNTIL && q->n == 1) {
+            const char *m = memchr(data + pos, q->idelim[0], n - pos);
+            len = m ? (size_t)(m - (data + pos)) + 1 : 0;
+            x->in.touched += m ? len : n - pos;
+            next = n - pos;
+        } else {
+            len = match(s, q, data + pos, n - pos, 0, &next);
+        }
         if (!len) {
             q->resume = next; /* relative to what goes into s->x->in next */
             if (q->kind == F_UNTIL)
-                s->x->in.scanned = n - pos;
+                x->in.scanned = n - pos;
             break;
         }
-        if (len > s->x->max_buffer) {
-            if (!complete(s, q, RILL_ENOBUFS, NULL, 0))
-                return n;
-            continue;
-        }
         size_t at = pos;
-        pos += len;
-        if (!complete(s, q, 0, data + at, len))
-            return n;
+        int status = 0;
+        if (len > x->max_buffer)
+            status = RILL_ENOBUFS; /* nothing taken */
+        else
+            pos += len;
+        if (!complete(s, q, status, status ? NULL : data + at, status ? 0 : len))
+            return n; /* closed: complete() does not touch x after the callback */
     }
     return pos;
 }
