@@ -366,6 +366,7 @@ typedef struct rill__sx {
     void *ipc;               /* ipc.c: fds waiting to go out with the queue's bytes */
     size_t written_pending;  /* for the WRITE event (exists once WRITE has a handler) */
     int pending_err;         /* RILL__D_ERROR, RILL__D_SHUT */
+    rill__defer *quiet;      /* usock.c queues it when the ring's receive has ended */
 } rill__sx;
 
 #define RILL__DEFAULT_HIGH (64 * 1024)

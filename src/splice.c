@@ -54,7 +54,8 @@ typedef struct {
     rill_sub *subs[3]; /* copy: src READ, src EOF, dst DRAIN */
     int pipe[2];       /* zero-copy: the kernel pipe between them */
     size_t inpipe, pipecap;
-    bool ready; /* zero-copy: dst's queue is empty, splicing into it may start */
+    bool ready;   /* zero-copy: dst's queue is empty, splicing into it may start */
+    bool waiting; /* zero-copy: src's ring receive is still being cancelled */
 } dir_t;
 
 typedef struct {
@@ -75,6 +76,7 @@ struct splice_op {
     rill_stream *culprit; /* zero-copy: the stream whose fd failed */
     rill__cancel_watch *watch;
     rill__defer defer;
+    rill__defer wake; /* zero-copy: a source's ring receive has ended */
     rill_done_fn *done;
     void *arg;
 };
@@ -82,6 +84,7 @@ struct splice_op {
 static void finish(splice_op *op, int status);
 static void zc_update(splice_op *op);
 static int forward_buffered(dir_t *d);
+static int zc_unwait(dir_t *d);
 
 static void op_unref(splice_op *op)
 {
@@ -195,12 +198,16 @@ static int copy_start(dir_t *d)
 /* ---- zero-copy path ------------------------------------------------------------------------ */
 
 #ifdef __linux__
-/* A stream that is a plain socket or pipe fd: no transport hooks between it and the fd. */
+/* A stream that is a plain socket or pipe fd: no transport hooks between it and the fd,
+ * or only the uring backend's (its receive stops and its queue drains like any other). */
 static bool plain_fd(const rill_stream *s)
 {
     const rill__transport *tp = s->tp;
     struct stat st;
-    if (s->io.fd < 0 || tp->read || tp->writev || tp->start || (tp->flags & RILL__TP_ASYNC))
+    if (s->io.fd < 0)
+        return false;
+    if (!(tp->flags & RILL__TP_DIRECT) &&
+        (tp->read || tp->writev || tp->start || (tp->flags & RILL__TP_ASYNC)))
         return false;
     if (s->flags & (RILL__S_IPC | RILL__S_CONNECTING | RILL__S_CLOSED | RILL__S_STOLEN))
         return false; /* handles would be lost; a connect must finish first */
@@ -277,6 +284,11 @@ static int zc_drain(dir_t *d)
  * what is left wakes us again on the next iteration). */
 static int zc_step(dir_t *d)
 {
+    if (d->waiting) {
+        int rc = zc_unwait(d);
+        if (rc <= 0)
+            return rc;
+    }
     for (int round = 0; round < ZC_ROUNDS && !d->shutting; round++) {
         int f = zc_fill(d);
         int g = f < 0 ? 0 : zc_drain(d);
@@ -389,21 +401,60 @@ static int zc_pipe(dir_t *d)
     return 0;
 }
 
+/* Splicing into dst starts once what its queue holds is written. */
+static int zc_sink(dir_t *d)
+{
+    rill_stream *dst = d->dst;
+    if (!rill__wq_len(dst) && !(dst->flags & RILL__S_WBUSY)) {
+        d->ready = true;
+        return 0;
+    }
+    int rc = rill_stream_write(dst, NULL, 0, on_sink_flushed, d);
+    if (rc < 0)
+        return rc;
+    d->op->refs++;
+    return 0;
+}
+
 static int zc_start(dir_t *d)
 {
     int rc = zc_pipe(d);
     if (rc < 0)
         return rc;
     rill_stream_stop(d->src);
-    rill_stream *dst = d->dst;
-    if (!rill__wq_len(dst) && !(dst->flags & RILL__S_WBUSY)) {
-        d->ready = true;
-    } else {
-        if ((rc = rill_stream_write(dst, NULL, 0, on_sink_flushed, d)) < 0)
-            return rc;
-        d->op->refs++;
-    }
+    /* A receive in the ring (uring backend) is cancelled by the stop, but bytes it took
+     * before that still arrive and are kept: reading the fd waits for them to be in. */
+    if (!(d->src->flags & RILL__S_URECV))
+        return zc_sink(d);
+    if (!rill__stream_sx(d->src))
+        return RILL_ENOMEM;
+    d->waiting = true;
+    d->src->x->quiet = &d->op->wake;
     return 0;
+}
+
+static void zc_wake(rill__defer *dfr)
+{
+    splice_op *op = rill__container_of(dfr, splice_op, wake);
+    for (int i = 0; i < 2 && !op->finished; i++) {
+        int rc = op->dir[i].waiting ? zc_unwait(&op->dir[i]) : 0;
+        if (rc < 0)
+            finish(op, rc);
+    }
+    if (!op->finished)
+        zc_update(op);
+}
+
+/* src's receive has ended: the bytes it kept go to dst first, then the splice takes over.
+ * 1: go on; 0: still waiting (the readable fd wakes us again); or a code. */
+static int zc_unwait(dir_t *d)
+{
+    if (d->src->flags & RILL__S_URECV)
+        return 0;
+    d->waiting = false;
+    d->src->x->quiet = NULL;
+    int rc = forward_buffered(d);
+    return rc < 0 ? rc : (rc = zc_sink(d)) < 0 ? rc : 1;
 }
 
 static int zfd_open(splice_op *op, int i)
@@ -446,6 +497,8 @@ static void report(rill__defer *dfr)
 
 static void release_dir(splice_op *op, dir_t *d)
 {
+    if (d->waiting)
+        d->src->x->quiet = NULL;
     for (int k = 0; k < 3; k++)
         rill_stream_off(k < 2 ? d->src : d->dst, d->subs[k]);
     if (d->live && op->zc && d->pipe[0] >= 0)
@@ -476,6 +529,7 @@ static void finish(splice_op *op, int status)
     op->status = status;
     rill__cancel_unregister(op->watch);
     op->watch = NULL;
+    rill__defer_cancel(op->loop, &op->wake);
     for (int i = 0; i < 2; i++)
         release_dir(op, &op->dir[i]);
     for (int i = 0; i < 2; i++)
@@ -533,6 +587,7 @@ static splice_op *op_new(rill_stream *a, rill_stream *b, unsigned flags)
     op->flags = flags;
     op->refs = 1;
     rill__defer_init(&op->defer, report);
+    rill__defer_init(&op->wake, zc_wake);
     for (int i = 0; i < 2; i++) {
         dir_t *d = &op->dir[i];
         d->op = op;

@@ -614,7 +614,8 @@ int rill_stream_start(rill_stream *s)
         return RILL_EINVAL;
     if (s->flags & RILL__S_CLOSED)
         return RILL_ECLOSED;
-    if (!(s->flags & RILL__S_READABLE))
+    /* after the end, bytes still kept go out first (then EOF, as it waited for them) */
+    if (!(s->flags & RILL__S_READABLE) && !rill__in_len(s))
         return (s->flags & RILL__S_EOF) ? RILL_EOF : RILL_EINVAL;
     s->flags |= RILL__S_READING;
     if (rill__in_len(s))

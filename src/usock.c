@@ -112,6 +112,8 @@ void rill__usock_recv_cqe(rill_stream *s, int res, unsigned flags)
             if (rc < 0)
                 rill__stream_error(s, rc);
         } else {
+            if (live && s->x && s->x->quiet) /* a splice waits for the bytes to be in */
+                rill__defer_queue(s->loop, s->x->quiet, 0);
             op_end(s, RILL__S_URECV); /* may free s when it is not live */
         }
     }

@@ -3,6 +3,8 @@
  * the poll backend's fd-to-slot map.  Real sockets and pipes, bounded waits. */
 #include "harness.h"
 
+#include "internal.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -278,6 +280,60 @@ static void test_bytes_between_requests_stay_buffered(void **state)
     rill_stream_close(p[0]);
     rill_stream_close(p[1]);
     TH_RUN_UNTIL(loop, f.closes == 1, 3000);
+    th_loop_free(loop);
+}
+
+/* Bytes kept while the stream read with nobody to take them, then the peer's end: a
+ * stream stopped and started again still hands the kept bytes out, and only then reports
+ * EOF.  (On the uring backend a stopped stream's last receive brings bytes and the end
+ * this way; a splice pausing its source hit it and stalled.) */
+typedef struct {
+    char got[8];
+    size_t len;
+    int eof_at; /* len when EOF came, +1 */
+} kept_rec;
+
+static void kept_read(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s;
+    kept_rec *k = arg;
+    if (k->len + ev->len <= sizeof k->got)
+        memcpy(k->got + k->len, ev->data, ev->len);
+    k->len += ev->len;
+}
+
+static void kept_eof(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)s, (void)ev;
+    kept_rec *k = arg;
+    k->eof_at = (int)k->len + 1;
+}
+
+static void test_start_after_eof_hands_out_kept_bytes(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    rill_stream_ref(p[1]);
+    assert_int_equal(rill_stream_start(p[1]), 0);
+    assert_int_equal(rill_stream_write(p[0], "abc", 3, NULL, NULL), 0);
+    assert_int_equal(rill_stream_shutdown(p[0], NULL, NULL), 0);
+    TH_RUN_UNTIL(loop, rill__in_len(p[1]) == 3 && (p[1]->flags & RILL__S_EOF), 3000);
+    assert_int_equal(rill_stream_stop(p[1]), 0);
+    kept_rec k = {0};
+    assert_non_null(rill_stream_on(p[1], RILL_EV_READ, kept_read, &k));
+    assert_non_null(rill_stream_on(p[1], RILL_EV_EOF, kept_eof, &k));
+    assert_int_equal(rill_stream_start(p[1]), 0);
+    TH_RUN_UNTIL(loop, k.eof_at != 0, 3000);
+    assert_int_equal(k.len, 3);
+    assert_memory_equal(k.got, "abc", 3);
+    assert_int_equal(k.eof_at, 4); /* the bytes first, then EOF */
+    /* with nothing kept, starting after the end says so */
+    assert_int_equal(rill_stream_start(p[1]), RILL_EOF);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    rill_stream_unref(p[1]);
     th_loop_free(loop);
 }
 
@@ -841,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_off_first_from_second_then_subscribe),
         cmocka_unit_test(test_once_resubscribes_itself),
         cmocka_unit_test(test_bytes_between_requests_stay_buffered),
+        cmocka_unit_test(test_start_after_eof_hands_out_kept_bytes),
         cmocka_unit_test(test_stream_closed_and_unref_while_queued),
         cmocka_unit_test(test_close_cascade_in_one_batch),
         cmocka_unit_test(test_stream_freed_while_requeued_by_itself),

@@ -445,6 +445,69 @@ static void buffered_first(unsigned flags)
     th_loop_free(loop);
 }
 
+/* A splice started from the source's first READ while more bytes are already on their
+ * way in (on uring: later completions of the same receive), and then nothing more comes:
+ * every byte still reaches the sink, in order. */
+typedef struct {
+    rill_stream *x, *y;
+    done_rec *d;
+    rill_sub *sub;
+    int rc;
+} switch_rec;
+
+static void switch_on_first(rill_stream *s, const rill_event *ev, void *arg)
+{
+    switch_rec *w = arg;
+    rill_stream_off(s, w->sub);
+    w->rc = rill_stream_write(w->y, ev->data, ev->len, NULL, NULL);
+    if (w->rc >= 0)
+        w->rc = rill_splice(w->x, w->y, 0, 0, NULL, on_done, w->d);
+}
+
+typedef struct {
+    int fd;
+    size_t got;
+    uint64_t hash;
+} drain_rec;
+
+static bool drained(drain_rec *r, size_t want)
+{
+    char buf[16384];
+    ssize_t n;
+    while ((n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+        r->hash = th_hash(r->hash, buf, (size_t)n);
+        r->got += (size_t)n;
+    }
+    return r->got >= want;
+}
+
+static void test_bytes_in_flight_when_started_go_first(void **state)
+{
+    (void)state;
+    pat_init();
+    const size_t total = 128 * 1024;
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    switch_rec w = {.x = x.s, .y = y.s, .d = &d};
+    assert_non_null(w.sub = rill_stream_on(x.s, RILL_EV_READ, switch_on_first, &w));
+    assert_int_equal(rill_stream_start(x.s), 0);
+    assert_int_equal(send(x.far, g_pat, total, 0), (ssize_t)total);
+    drain_rec r = {.fd = y.far, .hash = TH_HASH_INIT};
+    TH_RUN_UNTIL(loop, drained(&r, total), 5000); /* no EOF, no more bytes: nothing else wakes it */
+    assert_int_equal(w.rc, 0);
+    assert_true(rill_stream_has_pending(x.s));
+    assert_int_equal(r.got, total);
+    assert_true(r.hash == pat_hash(TH_HASH_INIT, 0, total));
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, RILL_ECLOSED);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
 static void test_buffered_bytes_go_first(void **state)
 {
     (void)state;
@@ -762,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_first_eof_ends_without_wait_both),
         cmocka_unit_test(test_close_flags),
         cmocka_unit_test(test_buffered_bytes_go_first),
+        cmocka_unit_test(test_bytes_in_flight_when_started_go_first),
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
         cmocka_unit_test(test_activity_keeps_timeouts_away),
         cmocka_unit_test(test_invalid_and_pending),
