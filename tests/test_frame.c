@@ -483,6 +483,258 @@ static void test_fatal_error_ends_waiting_requests(void **state)
     th_loop_free(loop);
 }
 
+/* ---- requests re-armed from inside frame callbacks ----------------------------------
+ * The re-arm during a feed takes a short path (no queueing, no state update); these
+ * check that it is taken only when that changes nothing: any kind and delimiter, a
+ * stream closed or marked pending by the callback, several requests per callback,
+ * delimiters split between reads, and the max-buffer bound. */
+
+typedef struct {
+    char kind; /* 'u' read_until, 'x' read_exactly, 'b' read_bytes; 0 ends the script */
+    const char *delim;
+    size_t n; /* read_exactly / read_bytes */
+} step;
+
+typedef struct {
+    frames f;
+    const step *steps;
+    int next;
+    int rearms;   /* requests each callback makes */
+    int close_at; /* the frame whose callback closes the stream (-1: none) */
+    int pend_at;  /* the frame whose callback marks the stream pending (-1: none) */
+    int rc[MAXF]; /* what each request made from a callback returned */
+    int nrc;
+} script;
+
+#define BIGDELIM "<<<<<<<<<<>>>>>>>>>>" /* 20 bytes: longer than the inline delimiter */
+
+static int arm(rill_stream *s, script *c);
+
+static void on_scripted(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    script *c = arg;
+    on_frame(s, status, data, len, &c->f);
+    if (status < 0 && status != RILL_ENOBUFS)
+        return;
+    if (c->f.n - 1 == c->close_at)
+        rill_stream_close(s);
+    if (c->f.n - 1 == c->pend_at)
+        assert_int_equal(rill_stream_set_pending(s), 0);
+    for (int i = 0; i < c->rearms && c->steps[c->next].kind; i++) {
+        assert_true(c->nrc < MAXF);
+        c->rc[c->nrc++] = arm(s, c);
+    }
+}
+
+static int arm(rill_stream *s, script *c)
+{
+    const step *st = &c->steps[c->next++];
+    if (st->kind == 'u')
+        return rill_stream_read_until(s, st->delim, strlen(st->delim), on_scripted, c);
+    if (st->kind == 'x')
+        return rill_stream_read_exactly(s, st->n, on_scripted, c);
+    return rill_stream_read_bytes(s, st->n, on_scripted, c);
+}
+
+static void script_init(script *c, const step *steps)
+{
+    memset(c, 0, sizeof *c);
+    c->steps = steps;
+    c->rearms = 1;
+    c->close_at = c->pend_at = -1;
+}
+
+static void assert_frames(const script *c, const char *const *want, int n)
+{
+    assert_int_equal(c->f.n, n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(c->f.status[i], 0);
+        assert_int_equal(c->f.lens[i], strlen(want[i]));
+        assert_memory_equal(c->f.frames[i], want[i], strlen(want[i]));
+    }
+}
+
+/* One read served in place while every callback asks for another kind or delimiter
+ * (including a one-byte read_bytes and read_exactly, which are not lines). */
+static void test_rearm_changes_kind_and_delimiter(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    static const step steps[] = {{'u', "\n", 0}, {'u', ";", 0},    {'x', NULL, 3},
+                                 {'u', "\r\n", 0}, {'b', NULL, 1},  {'x', NULL, 1},
+                                 {'u', "\n", 0}, {'u', BIGDELIM, 0}, {'u', "\n", 0},
+                                 {0, NULL, 0}};
+    script c;
+    script_init(&c, steps);
+    assert_int_equal(arm(p[1], &c), 0);
+    /* the one-byte reads follow a "\r\n" request and meet a '\r': they are not lines */
+    send_raw(p[0], "ab\ncd;efgh\r\nXYz\r\n0123" BIGDELIM "tail\n");
+    TH_RUN_UNTIL(loop, c.f.n == 9, 5000);
+    const char *want[] = {"ab\n", "cd;", "efg", "h\r\n", "X", "Y", "z\r\n", "0123" BIGDELIM,
+                          "tail\n"};
+    assert_frames(&c, want, 9);
+    for (int i = 0; i < c.nrc; i++)
+        assert_int_equal(c.rc[i], 0);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+/* A callback that closes the stream: requests made after the close are refused, the
+ * ones queued before are cancelled, and the rest of the read is never framed. */
+static void test_rearm_after_close_in_callback(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    static const step steps[] = {{'u', "\n", 0}, {'u', "\n", 0}, {'u', "\n", 0},
+                                 {'u', "\n", 0}, {'u', "\n", 0}, {0, NULL, 0}};
+    script c;
+    script_init(&c, steps);
+    c.rearms = 2;
+    c.close_at = 1;
+    rill_stream_ref(p[1]);
+    assert_int_equal(arm(p[1], &c), 0);
+    send_raw(p[0], "a\nb\nc\nd\n");
+    TH_RUN_UNTIL(loop, c.f.n == 3, 5000);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(c.f.n, 3);
+    assert_int_equal(c.f.status[2], RILL_ECANCELED); /* the second request made for "a" */
+    c.f.n = 2;
+    const char *want[] = {"a\n", "b\n"};
+    assert_frames(&c, want, 2);
+    assert_int_equal(c.nrc, 4);
+    assert_int_equal(c.rc[0], 0);
+    assert_int_equal(c.rc[1], 0);
+    assert_int_equal(c.rc[2], RILL_ECLOSED);
+    assert_int_equal(c.rc[3], RILL_ECLOSED);
+    assert_true(rill_stream_is_closed(p[1]));
+    rill_stream_unref(p[1]);
+    rill_stream_close(p[0]);
+    th_loop_free(loop);
+}
+
+/* Two requests per callback, alternating delimiters: frames still go out in request
+ * order, across reads, and the requests left waiting are cancelled by the close. */
+static void test_rearm_twice_in_callback(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    step steps[16];
+    steps[0] = (step){'u', "\n", 0};
+    for (int i = 1; i < 15; i++)
+        steps[i] = (step){'u', i % 2 ? ";" : "\n", 0};
+    steps[15] = (step){0, NULL, 0};
+    script c;
+    script_init(&c, steps);
+    c.rearms = 2;
+    rill_stream_ref(p[1]);
+    assert_int_equal(arm(p[1], &c), 0);
+    send_raw(p[0], "1;2\n3;4\n5;6\n");
+    TH_RUN_UNTIL(loop, c.f.n == 5, 5000);
+    send_raw(p[0], "7;8\n");
+    TH_RUN_UNTIL(loop, c.f.n == 7, 5000);
+    const char *want[] = {"1;2\n", "3;", "4\n", "5;", "6\n", "7;", "8\n"};
+    assert_frames(&c, want, 7);
+    assert_int_equal(c.nrc, 14);
+    rill_stream_close(p[1]);
+    TH_RUN_UNTIL(loop, c.f.n == 15, 5000); /* 1 + 14 requests, 7 frames, 8 cancelled */
+    for (int i = 7; i < 15; i++)
+        assert_int_equal(c.f.status[i], RILL_ECANCELED);
+    rill_stream_unref(p[1]);
+    rill_stream_close(p[0]);
+    th_loop_free(loop);
+}
+
+/* A callback that marks the stream pending: its request is refused, the rest of the read
+ * stays buffered, and a request made once the mark is cleared gets it. */
+static void test_rearm_while_pending_in_callback(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    static const step steps[] = {{'u', "\n", 0}, {'u', "\n", 0}, {'u', "\n", 0},
+                                 {'u', "\n", 0}, {0, NULL, 0}};
+    script c;
+    script_init(&c, steps);
+    c.pend_at = 1;
+    assert_int_equal(arm(p[1], &c), 0);
+    send_raw(p[0], "a\nb\nc\n");
+    TH_RUN_UNTIL(loop, c.f.n == 2 && rill__in_len(p[1]) == 2, 5000);
+    assert_int_equal(c.nrc, 2);
+    assert_int_equal(c.rc[0], 0);
+    assert_int_equal(c.rc[1], RILL_EPENDING);
+    rill_stream_clear_pending(p[1]);
+    assert_int_equal(arm(p[1], &c), 0);
+    TH_RUN_UNTIL(loop, c.f.n == 3, 5000);
+    const char *want[] = {"a\n", "b\n", "c\n"};
+    assert_frames(&c, want, 3);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+/* Delimiters split between reads, re-armed from the callbacks: two bytes, one byte after
+ * a partial line, and a delimiter too long for the inline copy. */
+static void test_rearm_with_delimiters_split_between_reads(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    static const step steps[] = {{'u', "\r\n", 0}, {'u', "\r\n", 0}, {'u', "\r\n", 0},
+                                 {'u', "\n", 0},   {'u', BIGDELIM, 0}, {'u', "\n", 0},
+                                 {0, NULL, 0}};
+    script c;
+    script_init(&c, steps);
+    assert_int_equal(arm(p[1], &c), 0);
+    send_raw(p[0], "aa\r\nbb\r");
+    TH_RUN_UNTIL(loop, c.f.n == 1 && rill__in_len(p[1]) == 3, 5000);
+    send_raw(p[0], "\ncc\r\nd");
+    TH_RUN_UNTIL(loop, c.f.n == 3 && rill__in_len(p[1]) == 1, 5000);
+    send_raw(p[0], "d\nee<<<<<<<<<<>>>>");
+    TH_RUN_UNTIL(loop, c.f.n == 4 && rill__in_len(p[1]) == 16, 5000);
+    send_raw(p[0], ">>>>>>x\n");
+    TH_RUN_UNTIL(loop, c.f.n == 6, 5000);
+    const char *want[] = {"aa\r\n", "bb\r\n", "cc\r\n", "dd\n", "ee" BIGDELIM, "x\n"};
+    assert_frames(&c, want, 6);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
+/* A line longer than the bound, found in a read served in place: RILL_ENOBUFS takes
+ * nothing, and the requests made from that callback get the same bytes. */
+static void test_rearm_after_enobufs_in_place(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    static const step steps[] = {{'u', "\n", 0}, {'x', NULL, 8}, {'u', "\n", 0},
+                                 {'u', "\n", 0}, {0, NULL, 0}};
+    script c;
+    script_init(&c, steps);
+    rill_stream_set_max_buffer(p[1], 8);
+    assert_int_equal(arm(p[1], &c), 0);
+    send_raw(p[0], "0123456789\nab\n");
+    TH_RUN_UNTIL(loop, c.f.n == 4, 5000);
+    assert_int_equal(c.f.status[0], RILL_ENOBUFS);
+    assert_int_equal(c.f.lens[0], 0);
+    c.f.status[0] = 0;
+    const char *want[] = {"", "01234567", "89\n", "ab\n"};
+    assert_frames(&c, want, 4);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +752,12 @@ int main(void)
         cmocka_unit_test(test_pending_flag_refuses_framing),
         cmocka_unit_test(test_rearm_from_defer_with_buffered_bytes),
         cmocka_unit_test(test_fatal_error_ends_waiting_requests),
+        cmocka_unit_test(test_rearm_changes_kind_and_delimiter),
+        cmocka_unit_test(test_rearm_after_close_in_callback),
+        cmocka_unit_test(test_rearm_twice_in_callback),
+        cmocka_unit_test(test_rearm_while_pending_in_callback),
+        cmocka_unit_test(test_rearm_with_delimiters_split_between_reads),
+        cmocka_unit_test(test_rearm_after_enobufs_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
