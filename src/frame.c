@@ -270,7 +270,7 @@ static rill__freq *head(rill_stream *s)
 
 /* Removes the head request and runs its callback; true when the stream still serves
  * requests afterwards (not closed). */
-static bool complete(rill_stream *s, rill__freq *q, int status, const char *data, size_t len)
+static inline bool complete(rill_stream *s, rill__freq *q, int status, const char *data, size_t len)
 {
     rill__list_remove(&q->link);
     rill_frame_fn *cb = q->cb;
