@@ -281,8 +281,10 @@ static inline bool complete(rill_stream *s, rill__freq *q, int status, const cha
 }
 
 /* Length of the frame q takes from p[0..n) (0: not complete yet).  `from` is where the
- * search may start; *next tells where the next search should start. */
-static size_t match(rill_stream *s, rill__freq *q, const char *p, size_t n, size_t from, size_t *next)
+ * search may start; *next tells where the next search should start.  Out of line: inlined
+ * into serve_direct, its memmem and PCRE2 calls cost the line loop registers. */
+__attribute__((noinline)) static size_t match(rill_stream *s, rill__freq *q, const char *p,
+                                              size_t n, size_t from, size_t *next)
 {
     *next = n;
     switch (q->kind) {
