@@ -1,20 +1,23 @@
 #!/bin/sh
 # bench/run.sh BUILDDIR - the side-by-side benchmark run that `make bench` calls.
 #
-# Servers (whichever of bench/echo_{rill,epoll,uv,event,fiber} were built) run pinned to
-# one CPU and the load client to the other.  Every number comes from the same run:
+# Servers (whichever of bench/echo_{rill,epoll,uv,event,fiber} were built, and "uring":
+# echo_rill on the io_uring backend, RILL_BACKEND=uring, when the build has it) run pinned
+# to one CPU and the load client to the other.  Every number comes from the same run:
 #   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved,
 #               the server order rotated from run to run
 #               (run 1 of every cell, then run 2, ...), median with min-max; server CPU
 #               per message from /proc/PID/stat (utime+stime) over the measured window
-#   paired      rill and one peer (epoll, libuv) served at the same time on the same CPUs:
+#   paired      rill (and rill on uring) and one peer (epoll, libuv) served at the same
+#               time on the same CPUs:
 #               the ratio of their server CPU per message, which outside load disturbs
 #               alike (PAIR_RUNS runs per cell)
 #   syscalls    per message at 100 connections: strace -c -f on the server for a fixed
 #               window bracketed by the client's exact message counts, and the same with
 #               perf's syscall tracepoints when perf works (no ptrace slow-down)
 #   callgrind   user-space instructions per message at 100 connections (valgrind)
-#   pump        2 GiB over one connection into rill, libuv and a blocking read loop
+#   pump        2 GiB over one connection into rill (both backends), libuv and a blocking
+#               read loop
 #   idle        server VmRSS growth per idle connection, 10,000 connections
 #   timers      bench/timers (rill against libuv)
 #   others      bench/framing, pipe, splice, fiber_switch when built: their lines as printed
@@ -28,7 +31,7 @@
 # RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
 # RILL_BENCH_PAIR_RUNS (5), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
 # syscalls callgrind pump idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
-# start from).
+# start from), RILL_BENCH_URING (1; 0 leaves the uring backend out).
 set -u
 
 BUILD=${1:-build-bench}
@@ -93,8 +96,18 @@ fi
 have_strace=0
 command -v strace >/dev/null 2>&1 && have_strace=1
 
+# The uring backend runs the same programs with RILL_BACKEND=uring (no silent fallback:
+# rill_loop_new fails when io_uring is refused, and that run is reported as failed).
+HAVE_URING=0
+if [ "${RILL_BENCH_URING:-1}" = 1 ] && grep -q '^#define RILL_HAVE_URING' "$BUILD/rill_config.h" 2>/dev/null; then
+    HAVE_URING=1
+fi
 SERVERS=""
-for s in rill epoll uv event fiber; do
+for s in rill uring epoll uv event fiber; do
+    if [ $s = uring ]; then
+        [ $HAVE_URING = 1 ] && [ -x "$B/echo_rill" ] && SERVERS="$SERVERS uring"
+        continue
+    fi
     [ -x "$B/echo_$s" ] && SERVERS="$SERVERS $s"
 done
 [ -n "$SERVERS" ] || { echo "run.sh: no echo server built" >&2; exit 1; }
@@ -103,13 +116,25 @@ start_server() { # NAME PORT [wrapper...]: sets SPID
     name=$1
     port=$2
     shift 2
-    taskset -c $S_CPU "$@" "$B/echo_$name" "$port" >>"$LOG" 2>&1 &
+    exe=$B/echo_$name
+    if [ "$name" = uring ]; then
+        exe=$B/echo_rill
+        set -- env RILL_BACKEND=uring "$@"
+    fi
+    taskset -c $S_CPU "$@" "$exe" "$port" >>"$LOG" 2>&1 &
     SPID=$!
     PIDS="$PIDS $SPID"
 }
 
-stop_pid() {
+stop_pid() { # SIGTERM, and SIGKILL after 3 s (valgrind does not end a thread blocked
+    # in io_uring_enter on SIGTERM)
     kill "$1" 2>/dev/null
+    i=0
+    while [ $i -lt 30 ] && [ -n "$(sed -n 's/^[0-9]* ([^)]*) \([^Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -KILL "$1" 2>/dev/null
     wait "$1" 2>/dev/null
 }
 
@@ -186,7 +211,12 @@ run_pingpong() {
 # few percent where back-to-back runs swing by ±15%.  (Throughput tends to equal out here:
 # the clients share their CPU fairly; the CPU per message is the figure to read.)
 run_paired() {
-    say "== paired ping-pong: rill with each peer at once; conns: $CONNS; $PAIR_RUNS runs x ${SECS}s"
+    sides=rill
+    case " $SERVERS " in *" uring "*) sides="rill uring" ;; esac
+    say "== paired ping-pong: $sides with each peer at once; conns: $CONNS; $PAIR_RUNS runs x ${SECS}s"
+    for side in $sides; do
+    key=pair
+    [ $side = uring ] && key=pairu
     for peer in epoll uv; do
         case " $SERVERS " in *" $peer "*) ;; *) continue ;; esac
         for c in $CONNS; do
@@ -198,14 +228,14 @@ run_paired() {
                 pb=$PORT
                 # who starts first alternates (rill, then the peer, on odd runs)
                 if [ $((r % 2)) = 1 ]; then
-                    start_server rill $pa
+                    start_server $side $pa
                     sa=$SPID
                     start_server "$peer" $pb
                     sb=$SPID
                 else
                     start_server "$peer" $pb
                     sb=$SPID
-                    start_server rill $pa
+                    start_server $side $pa
                     sa=$SPID
                 fi
                 taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pa "$c" "$SECS" $SIZE $sa >"$TMP/pa" 2>>"$LOG" &
@@ -218,24 +248,25 @@ run_paired() {
                 stop_pid $sb
                 oa=$(tail -n 1 "$TMP/pa")
                 ob=$(tail -n 1 "$TMP/pb")
-                log "paired rill+$peer conns=$c run=$r: rill: $oa; $peer: $ob"
+                log "paired $side+$peer conns=$c run=$r: $side: $oa; $peer: $ob"
                 ua=$(val "$oa" server_cpu_ns_per_msg)
                 ub=$(val "$ob" server_cpu_ns_per_msg)
                 ma=$(val "$oa" msgs_per_s)
                 mb=$(val "$ob" msgs_per_s)
                 if [ -z "$ua" ] || [ -z "$ub" ] || [ -z "$ma" ] || [ -z "$mb" ]; then
-                    say "   rill+$peer conns=$c run $r: FAILED (see $LOG)"
+                    say "   $side+$peer conns=$c run $r: FAILED (see $LOG)"
                     r=$((r + 1))
                     continue
                 fi
                 cr=$(awk -v a="$ua" -v b="$ub" 'BEGIN { printf "%.4f", a / b }')
                 mr=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.4f", a / b }')
-                put "pair.$peer.$c.cpu" "$cr"
-                put "pair.$peer.$c.mps" "$mr"
-                echo "   run $r conns=$c rill+$peer: server CPU/msg rill/$peer ${cr}, msgs/s rill/$peer ${mr}" >&2
+                put "$key.$peer.$c.cpu" "$cr"
+                put "$key.$peer.$c.mps" "$mr"
+                echo "   run $r conns=$c $side+$peer: server CPU/msg $side/$peer ${cr}, msgs/s $side/$peer ${mr}" >&2
                 r=$((r + 1))
             done
         done
+    done
     done
 }
 
@@ -256,7 +287,7 @@ run_syscalls() {
         if [ $have_perf = 1 ]; then
             ev="raw_syscalls:sys_enter"
             for n in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait \
-                epoll_pwait epoll_ctl clock_gettime; do
+                epoll_pwait epoll_ctl clock_gettime io_uring_enter; do
                 ev="$ev,syscalls:sys_enter_$n"
             done
             # --per-thread: the client's own writes (one per message) count the messages
@@ -377,9 +408,18 @@ callgrind_one() { # SERVER CONNS
 }
 
 # ---- pump -------------------------------------------------------------------------------
+# The receiver KIND's program and backend (uring: pump_rill on that backend; empty is the
+# default backend).
+pump_exe() { if [ "$1" = uring ]; then echo "$B/pump_rill"; else echo "$B/pump_$1"; fi; }
+pump_backend() { if [ "$1" = uring ]; then echo uring; fi; }
+
 run_pump() {
     recvs=""
-    for r in block rill uv; do
+    for r in block rill uring uv; do
+        if [ $r = uring ]; then
+            [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && recvs="$recvs uring"
+            continue
+        fi
         [ -x "$B/pump_$r" ] && recvs="$recvs $r"
     done
     say "== pump: 2 GiB in 64 KiB writes into:$recvs; $RUNS runs"
@@ -387,7 +427,8 @@ run_pump() {
     while [ $r -le "$RUNS" ]; do
         for p in $recvs; do
             next_port
-            taskset -c $S_CPU "$B/pump_$p" $PORT >"$TMP/recv" 2>>"$LOG" &
+            env RILL_BACKEND="$(pump_backend $p)" taskset -c $S_CPU "$(pump_exe $p)" $PORT \
+                >"$TMP/recv" 2>>"$LOG" &
             rp=$!
             PIDS="$PIDS $rp"
             out=$(timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $PORT $PUMP_BYTES 2>>"$LOG")
@@ -414,10 +455,11 @@ pump_syscalls() {
     for p in "$@"; do
         next_port
         if [ "$have_perf" = 1 ]; then
-            perf stat -x, -e raw_syscalls:sys_enter -o "$TMP/psys" -- \
-                taskset -c $S_CPU "$B/pump_$p" $PORT >/dev/null 2>>"$LOG" &
+            env RILL_BACKEND="$(pump_backend $p)" perf stat -x, -e raw_syscalls:sys_enter \
+                -o "$TMP/psys" -- taskset -c $S_CPU "$(pump_exe $p)" $PORT >/dev/null 2>>"$LOG" &
         else
-            strace -f -c -o "$TMP/psys" taskset -c $S_CPU "$B/pump_$p" $PORT >/dev/null 2>>"$LOG" &
+            env RILL_BACKEND="$(pump_backend $p)" strace -f -c -o "$TMP/psys" \
+                taskset -c $S_CPU "$(pump_exe $p)" $PORT >/dev/null 2>>"$LOG" &
         fi
         rp=$!
         PIDS="$PIDS $rp"
@@ -558,16 +600,19 @@ report() {
         line = "| " title
         for (i = 1; i <= ns; i++) line = line " | " cell(pre sv[i] post)
         line = line " | " ratio(pre "rill" post, pre lim post, h) " | " ratio(pre "rill" post, pre uv post, h) " |"
+        if (hasu)
+            line = line " " ratio(pre "uring" post, pre lim post, h) " | " ratio(pre "uring" post, pre uv post, h) " |"
         print line
     }
     END {
         ns = split(servers, sv, " ")
         name["rill"] = "rill"; name["epoll"] = "epoll (limit)"; name["uv"] = "libuv"
-        name["event"] = "libevent"; name["fiber"] = "rill fibers"
+        name["event"] = "libevent"; name["fiber"] = "rill fibers"; name["uring"] = "rill on uring"
+        hasu = (" " servers " ") ~ / uring /
         hdr = "| benchmark"; sep = "|---"
         for (i = 1; i <= ns; i++) { hdr = hdr " | " name[sv[i]]; sep = sep "|---:" }
-        print hdr " | rill/epoll | rill/libuv |"
-        print sep "|---:|---:|"
+        print hdr " | rill/epoll | rill/libuv |" (hasu ? " uring/epoll | uring/libuv |" : "")
+        print sep "|---:|---:|" (hasu ? "---:|---:|" : "")
         nc = split(conns, cv, " ")
         for (j = 1; j <= nc; j++)
             row("ping-pong msgs/s, " cv[j] " conn (higher better)", "pp.", "." cv[j] ".mps", "epoll", "uv")
@@ -594,17 +639,26 @@ report() {
             for (j = 1; j <= nc; j++)
                 print "| msgs/s, " cv[j] " conn (higher better; the clients share a CPU) | " \
                     pcell("pair.epoll." cv[j] ".mps") " | " pcell("pair.uv." cv[j] ".mps") " |"
+            for (j = 1; j <= nc; j++)
+                if (("pairu.epoll." cv[j] ".cpu") in v || ("pairu.uv." cv[j] ".cpu") in v)
+                    print "| rill on uring: server CPU ns/msg, " cv[j] " conn (lower better) | " \
+                        pcell("pairu.epoll." cv[j] ".cpu") " | " pcell("pairu.uv." cv[j] ".cpu") " |"
+            for (j = 1; j <= nc; j++)
+                if (("pairu.epoll." cv[j] ".mps") in v || ("pairu.uv." cv[j] ".mps") in v)
+                    print "| rill on uring: msgs/s, " cv[j] " conn (higher better) | " \
+                        pcell("pairu.epoll." cv[j] ".mps") " | " pcell("pairu.uv." cv[j] ".mps") " |"
             print ""
         }
         if ("pump.block" in v || "pump.rill" in v) {
-            print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill/limit | rill/libuv |"
-            print "|---|---:|---:|---:|---:|---:|"
+            print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill on uring | rill/limit | rill/libuv | uring/limit |"
+            print "|---|---:|---:|---:|---:|---:|---:|---:|"
             print "| MB/s (higher better) | " cell("pump.rill") " | " cell("pump.block") " | " cell("pump.uv") \
-                " | " ratio("pump.rill", "pump.block", 1) " | " ratio("pump.rill", "pump.uv", 1) " |"
+                " | " cell("pump.uring") " | " ratio("pump.rill", "pump.block", 1) " | " ratio("pump.rill", "pump.uv", 1) \
+                " | " ratio("pump.uring", "pump.block", 1) " |"
             if ("pumpsys.rill" in v || "pumpsys.block" in v)
                 print "| syscalls per 64 KiB (lower better) | " cell("pumpsys.rill") " | " cell("pumpsys.block") \
-                    " | " cell("pumpsys.uv") " | " ratio("pumpsys.rill", "pumpsys.block") " | " \
-                    ratio("pumpsys.rill", "pumpsys.uv") " |"
+                    " | " cell("pumpsys.uv") " | " cell("pumpsys.uring") " | " ratio("pumpsys.rill", "pumpsys.block") \
+                    " | " ratio("pumpsys.rill", "pumpsys.uv") " | " ratio("pumpsys.uring", "pumpsys.block") " |"
             print ""
         }
         nt = 0
@@ -648,6 +702,7 @@ report() {
                 if (sv[i] == "rill") line = line " " (x != "" ? x / y : 0)
                 else if (sv[i] == "epoll") line = line " 1"
                 else if (sv[i] == "uv") line = line " " (u != "" ? u / y : 0)
+                else if (sv[i] == "uring") line = line " " (med("pump.uring") != "" ? med("pump.uring") / y : 0)
                 else line = line " 0"
             }
             print line > gp
