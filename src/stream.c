@@ -751,8 +751,8 @@ static void after_progress(rill_stream *s, size_t before)
     size_t len = rill__wq_len(s), low = s->x ? s->x->low : 0;
     if (len == 0)
         watch_write(s, false);
-    if (before > low && len <= low)
-        s->dflags |= RILL__D_DRAIN;
+    if (before > low && len <= low && rill_stream_has_subscribers(s, RILL_EV_DRAIN))
+        s->dflags |= RILL__D_DRAIN; /* (nobody to tell: no deferred work, as on uring's echo path) */
     if (len == 0 && (s->flags & RILL__S_SHUT) && !(s->flags & RILL__S_SHUT_DONE))
         do_shutdown(s);
     if (len == 0 && (s->flags & RILL__S_GRACEFUL))
@@ -965,8 +965,8 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
     }
     if (s->dflags)
         schedule(s, 0);
-    else if (rill__wq_len(s))
-        rill__stream_update(s);
+    else if (rill__wq_len(s) && !(s->tp->flags & RILL__TP_ASYNC))
+        rill__stream_update(s); /* (kick_async updated, or a write in flight keeps it active) */
     return rill__wq_len(s) >= rill__stream_high(s) ? 1 : 0;
 }
 
