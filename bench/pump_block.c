@@ -1,13 +1,15 @@
 /* bench/pump_block.c - the limit of the pump benchmark: a plain blocking accept and a
  * 64 KiB read loop that discards the bytes, then close.  One connection, then exit.
  *
- *   pump_block PORT        listens on 127.0.0.1:PORT; prints  received=N  at the end */
+ *   pump_block PORT        listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <errno.h>
+
+#include "cpu_ns.h"
 
 #define READ_SIZE (64 * 1024)
 
@@ -38,6 +40,6 @@ int main(int argc, char **argv)
         if (r > 0)
             total += (unsigned long long)r;
     close(fd);
-    printf("received=%llu\n", total);
+    printf("received=%llu cpu_ns=%llu\n", total, bench_cpu_ns());
     return 0;
 }

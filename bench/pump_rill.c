@@ -3,11 +3,13 @@
  * stream closes by itself (no EOF handler); its CLOSE handler closes the server, and the
  * loop, with nothing left to do, returns.
  *
- *   pump_rill PORT        listens on 127.0.0.1:PORT; prints  received=N  at the end */
+ *   pump_rill PORT        listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "rill.h"
+
+#include "cpu_ns.h"
 
 static unsigned long long total;
 
@@ -49,6 +51,6 @@ int main(int argc, char **argv)
         return 1;
     }
     rill_loop_run(loop, RILL_RUN_DEFAULT);
-    printf("received=%llu\n", total);
+    printf("received=%llu cpu_ns=%llu\n", total, bench_cpu_ns());
     return 0;
 }

@@ -2,11 +2,13 @@
  * program-owned 64 KiB buffer, bytes counted and dropped; at EOF the connection and the
  * server close and uv_run returns.
  *
- *   pump_uv PORT        listens on 127.0.0.1:PORT; prints  received=N  at the end */
+ *   pump_uv PORT        listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
+
+#include "cpu_ns.h"
 
 #define READ_SIZE (64 * 1024)
 
@@ -60,6 +62,6 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_run(loop, UV_RUN_DEFAULT);
-    printf("received=%llu\n", total);
+    printf("received=%llu cpu_ns=%llu\n", total, bench_cpu_ns());
     return 0;
 }

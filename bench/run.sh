@@ -18,6 +18,9 @@
 #   callgrind   user-space instructions per message at 100 connections (valgrind)
 #   pump        2 GiB over one connection into rill (both backends), libuv and a blocking
 #               read loop
+#   pumppair    rill's receiver and one peer's (the blocking loop, libuv) at the same time,
+#               1 GiB each, receivers sharing one CPU and senders the other: the ratio of
+#               their CPU per byte (getrusage), steady where throughput swings
 #   idle        server VmRSS growth per idle connection, 10,000 connections
 #   timers      bench/timers (rill against libuv)
 #   others      bench/framing, pipe, splice, fiber_switch when built: their lines as printed
@@ -30,7 +33,7 @@
 # ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
 # RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
 # RILL_BENCH_PAIR_RUNS (5), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
-# syscalls callgrind pump idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
+# syscalls callgrind pump pumppair idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
 # start from), RILL_BENCH_URING (1; 0 leaves the uring backend out).
 set -u
 
@@ -44,7 +47,7 @@ PAIR_RUNS=${RILL_BENCH_PAIR_RUNS:-5}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
 CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}
-ONLY=${RILL_BENCH_ONLY:-"pingpong paired syscalls callgrind pump idle timers others"}
+ONLY=${RILL_BENCH_ONLY:-"pingpong paired syscalls callgrind pump pumppair idle timers others"}
 S_CPU=0
 C_CPU=1
 SIZE=64
@@ -433,7 +436,7 @@ run_pump() {
             PIDS="$PIDS $rp"
             out=$(timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $PORT $PUMP_BYTES 2>>"$LOG")
             wait $rp 2>/dev/null
-            got=$(sed -n 's/^received=//p' "$TMP/recv")
+            got=$(sed -n 's/^received=\([0-9]*\).*/\1/p' "$TMP/recv")
             mb=$(val "$out" mb_per_s)
             log "pump $p run=$r: $out received=$got"
             if [ -z "$mb" ] || [ "$got" != "$PUMP_BYTES" ]; then
@@ -474,6 +477,63 @@ pump_syscalls() {
         per=$(awk -v n="$n" -v b=$bytes 'BEGIN { printf "%.2f", n / (b / 65536) }')
         put "pumpsys.$p" "$per"
         echo "   $p: $per syscalls per 64 KiB" >&2
+    done
+}
+
+# ---- paired pump: rill's receiver and a peer's at the same time -------------------------------
+run_pump_paired() {
+    sides=""
+    [ -x "$B/pump_rill" ] && sides=rill
+    [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && sides="$sides uring"
+    bytes=1073741824
+    say "== paired pump: $sides with the blocking loop and libuv at once, 1 GiB each; $PAIR_RUNS runs"
+    for side in $sides; do
+        key=ppair
+        [ $side = uring ] && key=ppairu
+        for peer in block uv; do
+            [ -x "$B/pump_$peer" ] || continue
+            r=1
+            while [ $r -le "$PAIR_RUNS" ]; do
+                next_port
+                pa=$PORT
+                next_port
+                pb=$PORT
+                env RILL_BACKEND="$(pump_backend $side)" taskset -c $S_CPU "$(pump_exe $side)" $pa \
+                    >"$TMP/ra" 2>>"$LOG" &
+                ra=$!
+                taskset -c $S_CPU "$(pump_exe $peer)" $pb >"$TMP/rb" 2>>"$LOG" &
+                rb=$!
+                PIDS="$PIDS $ra $rb"
+                sleep 0.2
+                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $pa $bytes >"$TMP/sa" 2>>"$LOG" &
+                sa=$!
+                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $pb $bytes >"$TMP/sb" 2>>"$LOG" &
+                sb=$!
+                wait $sa
+                wait $sb
+                wait $ra 2>/dev/null
+                wait $rb 2>/dev/null
+                ga=$(sed -n 's/^received=\([0-9]*\).*/\1/p' "$TMP/ra")
+                gb=$(sed -n 's/^received=\([0-9]*\).*/\1/p' "$TMP/rb")
+                ca=$(val "$(cat "$TMP/ra")" cpu_ns)
+                cb=$(val "$(cat "$TMP/rb")" cpu_ns)
+                ma=$(val "$(cat "$TMP/sa")" mb_per_s)
+                mb=$(val "$(cat "$TMP/sb")" mb_per_s)
+                log "pumppair $side+$peer run=$r: $side received=$ga cpu_ns=$ca mb_per_s=$ma; $peer received=$gb cpu_ns=$cb mb_per_s=$mb"
+                if [ "$ga" != $bytes ] || [ "$gb" != $bytes ] || [ -z "$ca" ] || [ -z "$cb" ] ||
+                    [ -z "$ma" ] || [ -z "$mb" ] || [ "$cb" = 0 ]; then
+                    say "   $side+$peer run $r: FAILED (see $LOG)"
+                    r=$((r + 1))
+                    continue
+                fi
+                cr=$(awk -v a="$ca" -v b="$cb" 'BEGIN { printf "%.4f", a / b }')
+                mr=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.4f", a / b }')
+                put "$key.$peer.cpu" "$cr"
+                put "$key.$peer.mbs" "$mr"
+                echo "   run $r $side+$peer: receiver CPU per byte $side/$peer $cr, MB/s $side/$peer $mr" >&2
+                r=$((r + 1))
+            done
+        done
     done
 }
 
@@ -661,6 +721,17 @@ report() {
                     " | " ratio("pumpsys.rill", "pumpsys.uv") " | " ratio("pumpsys.uring", "pumpsys.block") " |"
             print ""
         }
+        if ("ppair.block.cpu" in v || "ppair.uv.cpu" in v) {
+            print "| paired pump: the rill receiver and the peer receiver at the same time, 1 GiB each; rill / peer, median (min-max) | vs blocking read (limit) | vs libuv |"
+            print "|---|---:|---:|"
+            print "| receiver CPU per byte (lower better) | " pcell("ppair.block.cpu") " | " pcell("ppair.uv.cpu") " |"
+            print "| MB/s (higher better; the senders share a CPU) | " pcell("ppair.block.mbs") " | " pcell("ppair.uv.mbs") " |"
+            if ("ppairu.block.cpu" in v || "ppairu.uv.cpu" in v) {
+                print "| rill on uring: receiver CPU per byte (lower better) | " pcell("ppairu.block.cpu") " | " pcell("ppairu.uv.cpu") " |"
+                print "| rill on uring: MB/s (higher better) | " pcell("ppairu.block.mbs") " | " pcell("ppairu.uv.mbs") " |"
+            }
+            print ""
+        }
         nt = 0
         for (k in v) if (k ~ /^tm\./) nt++
         if (nt) {
@@ -786,6 +857,7 @@ if [ "$PROFILE" = 1 ]; then
     wants callgrind && run_callgrind
 fi
 wants pump && run_pump
+wants pumppair && run_pump_paired
 wants idle && run_idle
 wants timers && run_timers
 wants others && run_others
