@@ -15,9 +15,12 @@ struct rill__seg {
 };
 
 /* A block is one 16 KiB allocation, header included: big enough that a socket read fills
- * few of them, small enough to keep as the spare of every buffer. */
+ * few of them, small enough to keep as the spare of every buffer.  An empty buffer that
+ * takes a few bytes gets a small block instead (256 bytes, doubled until they fit): a
+ * connection that queued one short message keeps that as its spare, not 16 KiB. */
 #define BLOCK_ALLOC 16384u
 #define BLOCK_CAP (BLOCK_ALLOC - sizeof(rill__seg))
+#define SMALL_ALLOC 256u
 
 static size_t seg_len(const rill__seg *s)
 {
@@ -79,6 +82,12 @@ static rill__seg *block_new(rill__buf *b, size_t need)
         b->spare = NULL;
     } else {
         size_t cap = need > BLOCK_CAP ? need : BLOCK_CAP;
+        if (b->len == 0 && need <= BLOCK_CAP) {
+            size_t a = SMALL_ALLOC;
+            while (a - sizeof(rill__seg) < need)
+                a *= 2; /* at most BLOCK_ALLOC */
+            cap = a - sizeof(rill__seg);
+        }
         if (cap > SIZE_MAX - sizeof(rill__seg))
             return NULL;
         s = rill__malloc(sizeof(rill__seg) + cap);
@@ -92,14 +101,15 @@ static rill__seg *block_new(rill__buf *b, size_t need)
     return s;
 }
 
-/* Gives back an unlinked segment: the first standard block becomes the spare, so a buffer
- * that keeps emptying and refilling stops calling malloc. */
+/* Gives back an unlinked segment: the biggest block up to the standard size stays as the
+ * spare, so a buffer that keeps emptying and refilling stops calling malloc. */
 static void seg_release(rill__buf *b, rill__seg *s)
 {
     if (s->ref) {
         rill_bytes_unref(s->ref);
         rill__free(s);
-    } else if (!b->spare && s->cap == BLOCK_CAP) {
+    } else if (s->cap <= BLOCK_CAP && (!b->spare || b->spare->cap < s->cap)) {
+        rill__free(b->spare);
         b->spare = s;
     } else {
         rill__free(s);

@@ -148,7 +148,7 @@ int th_fd_count(void)
     return n - 3; /* ".", ".." and the DIR's own fd */
 }
 
-static atomic_size_t th_calls, th_live, th_fail_at;
+static atomic_size_t th_calls, th_live, th_fail_at, th_largest;
 static atomic_bool th_did_fail;
 
 static bool th_should_fail(void)
@@ -169,6 +169,8 @@ static void *th_malloc(size_t n)
     void *p = malloc(n);
     if (p)
         atomic_fetch_add(&th_live, 1);
+    for (size_t m = atomic_load(&th_largest); n > m && !atomic_compare_exchange_weak(&th_largest, &m, n);)
+        ;
     return p;
 }
 
@@ -194,6 +196,7 @@ void th_alloc_install(void)
     static const rill_allocator a = {th_malloc, th_realloc, th_free};
     atomic_store(&th_calls, 0);
     atomic_store(&th_live, 0);
+    atomic_store(&th_largest, 0);
     atomic_store(&th_fail_at, 0);
     atomic_store(&th_did_fail, false);
     assert_int_equal(rill_set_allocator(&a), 0);
@@ -212,6 +215,11 @@ size_t th_alloc_count(void)
 size_t th_alloc_live(void)
 {
     return atomic_load(&th_live);
+}
+
+size_t th_alloc_largest(void)
+{
+    return atomic_load(&th_largest);
 }
 
 void th_alloc_fail_at(size_t n)

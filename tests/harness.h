@@ -70,6 +70,7 @@ void th_alloc_install(void);
 void th_alloc_reset(void);
 size_t th_alloc_count(void);   /* malloc + realloc calls since install */
 size_t th_alloc_live(void);    /* allocations not yet freed */
+size_t th_alloc_largest(void); /* the largest malloc since install, in bytes */
 void th_alloc_fail_at(size_t n);
 bool th_alloc_failed(void);    /* the planned failure happened */
 
