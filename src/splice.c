@@ -13,12 +13,14 @@
  *   until the sink's DRAIN, so a fast side never makes the slow side's queue grow past
  *   its high water mark (when that mark is at least one read).
  *
- * - Zero-copy (Linux, both streams plain sockets or pipes, RILL_SPLICE_COPY not given and
- *   the RILL_SPLICE_COPY environment variable unset): bytes go from the source's fd into
- *   a kernel pipe and from there to the sink's fd with splice(2), never entering user
- *   space.  The streams' own reading is stopped; the splice watches dup(2)s of their fds
- *   with its own poller entries (epoll keys its entries by fd, and the stream's entry may
- *   still be in use for its write queue).  Bytes the source stream had already buffered,
+ * - Zero-copy (Linux, both streams plain sockets or pipes with no framing request waiting,
+ *   RILL_SPLICE_COPY not given and the RILL_SPLICE_COPY environment variable unset): bytes
+ *   go from the source's fd into a kernel pipe and from there to the sink's fd with
+ *   splice(2), never entering user space.  (A waiting request reads the stream itself:
+ *   copying lets it take its frame first, then forwards the rest.)  The streams'
+ *   own reading is stopped; the splice watches dup(2)s of their fds with its own poller
+ *   entries (epoll keys its entries by fd, and the stream's entry may still be in use
+ *   for its write queue).  Bytes the source stream had already buffered,
  *   and the sink's queued writes, go first: the buffered bytes are written to the sink as
  *   ordinary writes, and splicing into the sink starts once its queue is empty (a
  *   zero-length write's callback says when).  When the splice ends, bytes still in the
@@ -211,6 +213,8 @@ static bool plain_fd(const rill_stream *s)
         return false;
     if (s->flags & (RILL__S_IPC | RILL__S_CONNECTING | RILL__S_CLOSED | RILL__S_STOLEN))
         return false; /* handles would be lost; a connect must finish first */
+    if (rill__frames_pending(s))
+        return false; /* its reads serve the request first: the copy path forwards the rest */
     if (fstat(s->io.fd, &st) < 0)
         return false;
     return S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode);

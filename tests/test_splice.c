@@ -515,6 +515,69 @@ static void test_buffered_bytes_go_first(void **state)
     buffered_first(RILL_SPLICE_COPY);
 }
 
+/* A framing request still waits on the source when the splice starts: it takes the first
+ * line, the splice every byte after it, in order, and the splice ends at the EOF (on uring
+ * the request kept the ring's receive armed, so the zero-copy path waited for its end
+ * forever; elsewhere the stream's own reads took bytes past the splice into its buffer). */
+typedef struct {
+    int calls, status;
+    char data[64];
+    size_t len;
+} line_rec;
+
+static void on_line(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    line_rec *l = arg;
+    (void)s;
+    l->calls++;
+    l->status = status;
+    if (len > sizeof l->data - l->len)
+        len = sizeof l->data - l->len;
+    memcpy(l->data + l->len, data, len);
+    l->len += len;
+}
+
+static void frame_pending_at_start(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    line_rec l = {0};
+    assert_int_equal(rill_stream_read_until(x.s, "\n", 1, on_line, &l), 0);
+    for (int i = 0; i < 3; i++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT); /* uring: the receive is in the ring */
+    done_rec d = {0};
+    assert_int_equal(rill_splice(x.s, y.s, flags, 0, NULL, on_done, &d), 0);
+    static const char sent[] = "first line\nthen the rest, spliced";
+    assert_int_equal(send(x.far, sent, 6, 0), 6); /* the line comes in two parts */
+    for (int i = 0; i < 3; i++)
+        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(send(x.far, sent + 6, sizeof sent - 7, 0), (ssize_t)(sizeof sent - 7));
+    shutdown(x.far, SHUT_WR);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(l.calls, 1);
+    assert_int_equal(l.status, 0);
+    char got[64];
+    ssize_t n = recv(y.far, got, sizeof got, MSG_DONTWAIT);
+    assert_true(n >= 0);
+    assert_int_equal(l.len + (size_t)n, sizeof sent - 1);
+    assert_memory_equal(l.data, sent, l.len);
+    assert_memory_equal(got, sent + l.len, (size_t)n);
+    assert_int_equal(l.len, 11); /* the request took its line */
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_frame_request_pending_at_start(void **state)
+{
+    (void)state;
+    frame_pending_at_start(0);
+    frame_pending_at_start(RILL_SPLICE_COPY);
+}
+
 /* ---- backpressure --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -826,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_close_flags),
         cmocka_unit_test(test_buffered_bytes_go_first),
         cmocka_unit_test(test_bytes_in_flight_when_started_go_first),
+        cmocka_unit_test(test_frame_request_pending_at_start),
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
         cmocka_unit_test(test_activity_keeps_timeouts_away),
         cmocka_unit_test(test_invalid_and_pending),
