@@ -56,8 +56,9 @@ typedef struct {
     rill_sub *subs[3]; /* copy: src READ, src EOF, dst DRAIN */
     int pipe[2];       /* zero-copy: the kernel pipe between them */
     size_t inpipe, pipecap;
-    bool ready;   /* zero-copy: dst's queue is empty, splicing into it may start */
-    bool waiting; /* zero-copy: src's ring receive is still being cancelled */
+    bool ready;    /* zero-copy: dst's queue is empty, splicing into it may start */
+    bool waiting;  /* zero-copy: src's ring receive is still being cancelled */
+    bool deferred; /* started from src's own callback: starts once that has returned */
 } dir_t;
 
 typedef struct {
@@ -78,7 +79,7 @@ struct splice_op {
     rill_stream *culprit; /* zero-copy: the stream whose fd failed */
     rill__cancel_watch *watch;
     rill__defer defer;
-    rill__defer wake; /* zero-copy: a source's ring receive has ended */
+    rill__defer wake; /* a deferred direction may start, or a source's ring receive ended */
     rill_done_fn *done;
     void *arg;
 };
@@ -87,6 +88,7 @@ static void finish(splice_op *op, int status);
 static void zc_update(splice_op *op);
 static int forward_buffered(dir_t *d);
 static int zc_unwait(dir_t *d);
+static int dir_start(dir_t *d);
 
 static void op_unref(splice_op *op)
 {
@@ -323,7 +325,7 @@ static void zc_io(rill__io *io, unsigned revents)
     }
     for (int i = 0; i < 2 && !op->finished; i++) {
         dir_t *d = &op->dir[i];
-        int rc = d->live && !d->done ? zc_step(d) : 0;
+        int rc = d->live && !d->done && !d->deferred ? zc_step(d) : 0;
         if (rc < 0) {
             finish(op, rc);
             /* The stream learns it too, as it would have on the copy path: its ERROR
@@ -343,7 +345,7 @@ static void zc_update(splice_op *op)
     unsigned mask[2] = {0, 0};
     for (int i = 0; i < 2; i++) {
         dir_t *d = &op->dir[i];
-        if (!d->live || d->done || d->shutting)
+        if (!d->live || d->done || d->shutting || d->deferred)
             continue;
         if (!d->eof && d->inpipe < d->pipecap)
             mask[d->from] |= RILL__IO_READ;
@@ -437,15 +439,24 @@ static int zc_start(dir_t *d)
     return 0;
 }
 
+/* Directions deferred by dir_start begin; zero-copy ones whose source's receive has ended
+ * take over from it. */
 static void zc_wake(rill__defer *dfr)
 {
     splice_op *op = rill__container_of(dfr, splice_op, wake);
     for (int i = 0; i < 2 && !op->finished; i++) {
-        int rc = op->dir[i].waiting ? zc_unwait(&op->dir[i]) : 0;
+        dir_t *d = &op->dir[i];
+        int rc = 0;
+        if (d->deferred) {
+            d->deferred = false;
+            rc = dir_start(d);
+        }
+        if (rc >= 0 && d->waiting && !op->finished)
+            rc = zc_unwait(d);
         if (rc < 0)
             finish(op, rc);
     }
-    if (!op->finished)
+    if (op->zc && !op->finished)
         zc_update(op);
 }
 
@@ -609,6 +620,14 @@ static splice_op *op_new(rill_stream *a, rill_stream *b, unsigned flags)
  * travels on at once, then the chosen path starts. */
 static int dir_start(dir_t *d)
 {
+    if (d->src->flags & RILL__S_FEEDING) {
+        /* Called from a READ or frame callback of src's: the bytes it hands out are still
+         * in src's buffer, and the rest of that read is not in it yet.  src stops reading
+         * now; the direction starts once the callback has returned. */
+        d->deferred = true;
+        rill__defer_queue(d->op->loop, &d->op->wake, 0);
+        return rill_stream_stop(d->src);
+    }
     int rc = forward_buffered(d);
     if (rc < 0)
         return rc;

@@ -578,6 +578,72 @@ static void test_frame_request_pending_at_start(void **state)
     frame_pending_at_start(RILL_SPLICE_COPY);
 }
 
+/* The proxy pattern: a frame callback reads the request line and splices the stream on.
+ * The bytes that came with the line (the same read, or already buffered) go to the sink
+ * first, once each, in order. */
+typedef struct {
+    rill_stream *y;
+    done_rec *d;
+    int calls, rc;
+    char line[32];
+} proxy_rec;
+
+static void proxy_on_line(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    proxy_rec *p = arg;
+    p->calls++;
+    assert_int_equal(status, 0);
+    assert_true(len < sizeof p->line);
+    memcpy(p->line, data, len);
+    p->rc = rill_splice(s, p->y, 0, 0, NULL, on_done, p->d);
+}
+
+static void proxy_after_line(unsigned flags, bool split)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    proxy_rec p = {.y = y.s, .d = &d, .rc = 1};
+    if (flags & RILL_SPLICE_COPY)
+        setenv("RILL_SPLICE_COPY", "1", 1);
+    assert_int_equal(rill_stream_read_until(x.s, "\n", 1, proxy_on_line, &p), 0);
+    static const char sent[] = "CONNECT host\npayload that follows";
+    if (split) { /* the line ends in a second read: it is served from the buffer */
+        assert_int_equal(send(x.far, sent, 4, 0), 4);
+        for (int i = 0; i < 3; i++)
+            rill_loop_run(loop, RILL_RUN_NOWAIT);
+        assert_int_equal(p.calls, 0);
+    }
+    size_t from = split ? 4 : 0;
+    assert_int_equal(send(x.far, sent + from, sizeof sent - 1 - from, 0),
+                     (ssize_t)(sizeof sent - 1 - from));
+    TH_RUN_UNTIL(loop, p.calls == 1, 3000);
+    unsetenv("RILL_SPLICE_COPY");
+    assert_int_equal(p.rc, 0);
+    assert_string_equal(p.line, "CONNECT host\n");
+    shutdown(x.far, SHUT_WR);
+    TH_RUN_UNTIL(loop, d.calls == 1, 3000);
+    assert_int_equal(d.status, 0);
+    char got[64] = {0};
+    ssize_t n = recv(y.far, got, sizeof got - 1, MSG_DONTWAIT);
+    assert_string_equal(got, "payload that follows");
+    assert_int_equal(n, 20);
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_splice_from_frame_callback(void **state)
+{
+    (void)state;
+    proxy_after_line(0, false);
+    proxy_after_line(RILL_SPLICE_COPY, false);
+    proxy_after_line(0, true);
+    proxy_after_line(RILL_SPLICE_COPY, true);
+}
+
 /* ---- backpressure --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -890,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_buffered_bytes_go_first),
         cmocka_unit_test(test_bytes_in_flight_when_started_go_first),
         cmocka_unit_test(test_frame_request_pending_at_start),
+        cmocka_unit_test(test_splice_from_frame_callback),
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
         cmocka_unit_test(test_activity_keeps_timeouts_away),
         cmocka_unit_test(test_invalid_and_pending),
