@@ -3,12 +3,14 @@
  *
  * One mutex guards everything; readers and writers sleep on their own condition variable
  * (CLOCK_MONOTONIC, so a wall-clock jump changes no timeout).  Each side counts its
- * sleepers and the other side signals only when someone sleeps, and a call that must wait
- * spins briefly before it sleeps (pause_on says why): in a busy stream neither side makes
- * a system call. */
+ * sleepers that no broadcast has reached yet, and the other side signals only while that
+ * count is not zero; a call that must wait spins briefly before it sleeps when the other
+ * side runs on another CPU (pause_on says why): in a busy stream neither side makes a
+ * system call. */
 #include "pipe.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +31,7 @@ typedef struct seg {
 
 #define BLOCK_MAX 16384u
 #define BLOCK_MIN 512u
-#define SPARE_MAX 8u
+#define SPARE_MAX 16u
 #define LEASE_MIN 4096u /* reads at least this big copy outside the lock */
 #define LEASE_RUNS 8
 
@@ -47,30 +49,49 @@ typedef struct {
 
 typedef enum { BY_MODE, NO_WAIT, ALWAYS_WAIT } waitmode;
 
-/* How one blocking call waits: until `at` (unless forever), spinning first if allowed. */
+/* How one blocking call waits: until `at` (unless forever), spinning for up to spin_ns
+ * in all before it sleeps. */
 typedef struct {
     struct timespec at;
     bool forever;
-    bool spin;
+    long spin_ns;
 } deadline;
+
+/* How the threads of one end wait: readers for data, EOF or close; writers for room or
+ * close (flushers, for an empty buffer, share the writers' condition variable).
+ *
+ * `sleepers` counts the threads asleep on cond that no broadcast has reached yet: the
+ * waker broadcasts only while it is not zero, and zeroes it.  A writer that appends
+ * sixteen times while a reader is being woken signals once, not sixteen times.  A sleeper
+ * that leaves on a timeout stays counted until the next broadcast; that costs one
+ * needless broadcast, while a count that were too low would lose a wake-up. */
+typedef struct {
+    pthread_cond_t cond;
+    unsigned sleepers;
+    bool spinning;      /* a thread of this end spins: its others sleep at once */
+    unsigned spin_skip; /* waits left that sleep without spinning, after a spin in vain */
+    unsigned backoff;   /* spin_skip after the next spin in vain: doubles while they fail */
+    int cpu;            /* the CPU this end last ran on, -1 when unknown */
+} waiters;
 
 struct rill_pipe {
     pthread_mutex_t mu;
-    pthread_cond_t rcond; /* readers: data, EOF, close, mode change */
-    pthread_cond_t wcond; /* writers: space, empty, close, EOF, mode change */
+    waiters r;          /* readers: data, EOF, close, mode change, a lease's end */
+    waiters w;          /* writers: room, close, EOF, mode change */
+    unsigned fsleepers; /* flushers asleep on w.cond, not yet woken: for an empty buffer */
     seg *head, *tail;
-    size_t len;   /* bytes buffered */
+    size_t len;   /* bytes buffered, including those a reader is copying out */
+    size_t lent;  /* of those, the front bytes a reader is copying out (leased) */
     uint64_t gen; /* changes with the front of the buffer: readmatch rescans */
     size_t bsize, blk;
     seg *spare;
     unsigned nspare, spare_max;
-    unsigned rwait, wwait, fwait; /* sleeping for data / for space / for empty */
     atomic_ulong seq; /* bumped on every change a waiter may wait for; spinners watch it */
     bool rblocking, wblocking;
     bool eof, closed, rflag;
     bool leased;        /* a reader is copying from the front without the lock */
-    bool spinning;      /* a waiter is spinning: others sleep at once */
-    unsigned spin_skip; /* waits left that sleep without spinning, after a spin in vain */
+    unsigned owed;      /* WAKE_* broadcasts to make once the lock is released */
+    atomic_uint waking; /* threads making them: rill_pipe_free waits for these */
     int64_t timeout_ms; /* negative: forever */
     void (*notify)(void *);
     void *notify_arg;
@@ -80,12 +101,46 @@ struct rill_pipe {
     char name[];
 };
 
+enum { WAKE_R = 1u, WAKE_W = 2u };
+
 /* ---- deadlines and sleeping ------------------------------------------------------------ */
+
+/* Lock held: makes the broadcasts owed so far (see unlock). */
+static void pay_wakes(rill_pipe *p)
+{
+    if (p->owed & WAKE_R)
+        pthread_cond_broadcast(&p->r.cond);
+    if (p->owed & WAKE_W)
+        pthread_cond_broadcast(&p->w.cond);
+    p->owed = 0;
+}
+
+/* Releases the lock, then wakes the sleepers owed a wake-up.  Broadcasting after the
+ * unlock matters when both threads share a CPU: a sleeper woken while we hold the lock
+ * may preempt us, only to block on the lock and hand the CPU straight back, which costs
+ * two context switches per hand-off.  `waking` keeps rill_pipe_free from destroying the
+ * condition variables under a broadcast still in flight. */
+static void unlock(rill_pipe *p)
+{
+    unsigned owed = p->owed;
+    if (!owed) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->owed = 0;
+    atomic_fetch_add_explicit(&p->waking, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&p->mu);
+    if (owed & WAKE_R)
+        pthread_cond_broadcast(&p->r.cond);
+    if (owed & WAKE_W)
+        pthread_cond_broadcast(&p->w.cond);
+    atomic_fetch_sub_explicit(&p->waking, 1, memory_order_release);
+}
 
 #ifndef SPIN_NS
 #define SPIN_NS 20000L
 #endif
-#define SPIN_BACKOFF 8u
+#define SPIN_BACKOFF_MAX 64u
 
 static void cpu_relax(void)
 {
@@ -120,26 +175,34 @@ static void changed(rill_pipe *p)
                           memory_order_relaxed);
 }
 
-/* Watches p->seq without the lock for up to SPIN_NS.  True when it moved. */
-static bool spin_for_change(rill_pipe *p, unsigned long was)
+static long ns_since(const struct timespec *t0)
 {
-    struct timespec t0, t;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+/* Watches p->seq without the lock for up to *budget ns, and takes the time spent off it.
+ * True when it moved. */
+static bool spin_for_change(rill_pipe *p, unsigned long was, long *budget)
+{
+    struct timespec t0;
+    bool moved = false;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&p->seq, memory_order_relaxed) != was)
-            return true;
-        cpu_relax();
-        if (i % 64)
-            continue;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-            return false;
+    for (unsigned i = 1; !moved; i++) {
+        moved = atomic_load_explicit(&p->seq, memory_order_relaxed) != was;
+        if (!moved)
+            cpu_relax();
+        if (!moved && i % 64 == 0 && ns_since(&t0) > *budget)
+            break;
     }
+    *budget -= ns_since(&t0);
+    return moved;
 }
 
 static void deadline_set(deadline *d, int64_t ms)
 {
-    d->spin = spin_allowed();
+    d->spin_ns = spin_allowed() ? SPIN_NS : 0;
     d->forever = ms < 0;
     if (d->forever)
         return;
@@ -158,52 +221,93 @@ static int64_t wait_ms(const rill_pipe *p, int64_t ms)
     return ms == 0 ? p->timeout_ms : ms;
 }
 
-/* Whether this pause spins (lock held).  Once per call; one spinner per pipe, since with
- * more threads than CPUs a second spinner only takes the CPU the other side needs; and
- * after a spin that saw nothing move, the next SPIN_BACKOFF waits sleep straight away. */
-static bool spin_first(rill_pipe *p, deadline *d)
+/* The CPU the calling thread runs on, or -1 where the system cannot say (cheap: glibc
+ * reads it from the thread's rseq area). */
+static int this_cpu(void)
 {
-    if (!d->spin)
-        return false;
-    d->spin = false;
-    if (p->spinning)
-        return false;
-    if (p->spin_skip) {
-        p->spin_skip--;
-        return false;
-    }
-    return true;
+#if defined(__linux__) && defined(_GNU_SOURCE)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
 }
 
-/* Sleeps on c with the lock held.  True once the deadline has passed: callers then check
- * their condition one last time before reporting RILL_ETIMEDOUT.
+/* Lock held: an end notes where it runs on every call, for the other end's spin_first. */
+static void note_cpu(waiters *me)
+{
+    me->cpu = this_cpu();
+}
+
+/* Whether this pause spins (lock held): only while the call has spin time left, and
+ * only while a spin can pay:
+ *   - the other end last ran on another CPU.  On the same CPU it cannot run while we
+ *     spin, so the spin is lost whole: this is what happened when outside load or the
+ *     scheduler put both threads on one CPU;
+ *   - no other thread of the same end spins: with more threads than CPUs a second
+ *     spinner only takes the CPU the other end needs.  The other end spinning is no
+ *     reason to sleep: a reader and a writer wait for opposite things, and a writer that
+ *     just saw room is still flagged as spinning while it takes the lock back, so a
+ *     reader that finds the buffer empty then must spin too, not sleep;
+ *   - the spins of this end have not been failing: after a spin that saw nothing move,
+ *     the next waits sleep at once, 1, 2, 4... up to SPIN_BACKOFF_MAX of them while the
+ *     failures go on.
+ * Once a pause sleeps instead, the rest of the call does too. */
+static bool spin_first(waiters *me, const waiters *other, deadline *d)
+{
+    if (d->spin_ns <= 0)
+        return false;
+    bool ok = !me->spinning && !me->spin_skip && (other->cpu < 0 || other->cpu != this_cpu());
+    if (me->spin_skip)
+        me->spin_skip--;
+    if (!ok)
+        d->spin_ns = 0;
+    return ok;
+}
+
+/* Lock held: spins with the lock released until the pipe changes or the call's spin time
+ * is used up. */
+static void spin(rill_pipe *p, waiters *me, deadline *d)
+{
+    unsigned long was = atomic_load_explicit(&p->seq, memory_order_relaxed);
+    me->spinning = true;
+    unlock(p);
+    bool moved = spin_for_change(p, was, &d->spin_ns);
+    pthread_mutex_lock(&p->mu);
+    me->spinning = false;
+    if (moved) {
+        me->backoff = 1;
+    } else {
+        me->spin_skip = me->backoff;
+        me->backoff = RILL__MIN(2 * me->backoff, SPIN_BACKOFF_MAX);
+        d->spin_ns = 0;
+    }
+}
+
+/* Sleeps on me->cond with the lock held, counted in *sleepers (me->sleepers, or the
+ * flushers' count).  True once the deadline has passed: callers then check their
+ * condition one last time before reporting RILL_ETIMEDOUT.
  *
- * A pause may spin instead (spin_first), for at most SPIN_NS, returning as soon as the
- * other side changes anything.  Handing over through the futex costs two context switches
- * on each side (about 12 us per hand-off on a 2-core VM), while a reader or writer that is
- * running answers within a microsecond: with one chunk in flight at a time, that is the
- * difference between 2x and 10x a kernel pipe.  Spinning once per call bounds the CPU a
- * long wait burns to SPIN_NS; after it the caller re-checks and truly sleeps. */
-static bool pause_on(rill_pipe *p, pthread_cond_t *c, unsigned *sleepers, deadline *d)
+ * A pause may spin instead (spin_first), returning as soon as the other side changes
+ * anything.  Handing over through the futex costs two context switches on each side
+ * (about 12 us per hand-off on a 2-core VM), while a reader or writer that is running
+ * answers within a microsecond: with one chunk in flight at a time, that is the
+ * difference between 2x and 10x a kernel pipe.  A change need not be the one this call
+ * waits for (a writer wanting room sees a reader's copy end before the bytes are taken),
+ * so the call may spin again, but for SPIN_NS at most in all: that bounds the CPU a long
+ * wait burns; after it the caller truly sleeps. */
+static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
 {
     int rc;
-    if (spin_first(p, d)) {
-        unsigned long was = atomic_load_explicit(&p->seq, memory_order_relaxed);
-        p->spinning = true;
-        pthread_mutex_unlock(&p->mu);
-        bool moved = spin_for_change(p, was);
-        pthread_mutex_lock(&p->mu);
-        p->spinning = false;
-        if (!moved)
-            p->spin_skip = SPIN_BACKOFF;
+    if (spin_first(me, me == &p->r ? &p->w : &p->r, d)) {
+        spin(p, me, d);
         return false;
     }
-    (*sleepers)++;
+    pay_wakes(p);  /* before we sleep: nobody else would make them */
+    (*sleepers)++; /* the waker zeroes it when it broadcasts */
     if (d->forever)
-        rc = pthread_cond_wait(c, &p->mu);
+        rc = pthread_cond_wait(&me->cond, &p->mu);
     else
-        rc = pthread_cond_timedwait(c, &p->mu, &d->at);
-    (*sleepers)--;
+        rc = pthread_cond_timedwait(&me->cond, &p->mu, &d->at);
     return rc == ETIMEDOUT;
 }
 
@@ -388,22 +492,50 @@ static void fire(rill_pipe *p, unsigned events)
     }
 }
 
+/* Bytes that count against bsize: those a reader is copying out are as good as read. */
+static size_t queued(const rill_pipe *p)
+{
+    return p->len - p->lent;
+}
+
+static bool has_room(const rill_pipe *p)
+{
+    return queued(p) < p->bsize;
+}
+
+/* Wakes every reader asleep now, once the lock is released (lock held).  Those already
+ * woken are not counted, so this is a system call only when a reader sleeps that nobody
+ * has woken yet. */
+static void wake_rsleepers(rill_pipe *p)
+{
+    if (p->r.sleepers) {
+        p->r.sleepers = 0;
+        p->owed |= WAKE_R;
+    }
+}
+
+/* The same for writers and flushers, who share a condition variable. */
+static void wake_wsleepers(rill_pipe *p)
+{
+    p->w.sleepers = p->fsleepers = 0;
+    p->owed |= WAKE_W;
+}
+
 /* Something for readers: data, EOF or close. */
 static void wake_readers(rill_pipe *p)
 {
     changed(p);
-    if (p->rwait)
-        pthread_cond_broadcast(&p->rcond);
+    wake_rsleepers(p);
     fire(p, RILL__PIPE_READABLE);
 }
 
 /* Room for writers (below bsize), or an empty buffer for flushers. */
 static void wake_writers(rill_pipe *p)
 {
-    bool room = p->len < p->bsize;
+    bool room = has_room(p);
     changed(p);
-    if ((p->wwait && room) || (p->fwait && !p->len))
-        pthread_cond_broadcast(&p->wcond);
+    if ((p->w.sleepers && room) || (p->fsleepers && !p->len))
+        wake_wsleepers(p);
     if (room)
         fire(p, RILL__PIPE_WRITABLE);
 }
@@ -421,15 +553,15 @@ static void reader_visits(rill_pipe *p, visit *v)
 static void lease_wait(rill_pipe *p)
 {
     while (p->leased) {
-        p->rwait++;
-        pthread_cond_wait(&p->rcond, &p->mu);
-        p->rwait--;
+        pay_wakes(p);
+        p->r.sleepers++;
+        pthread_cond_wait(&p->r.cond, &p->mu);
     }
 }
 
 static void unlock_and_notify(rill_pipe *p, const visit *v, seg *gone)
 {
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     release(gone);
     if (v->fn)
         v->fn(v->arg);
@@ -465,10 +597,10 @@ static int sync_init(rill_pipe *p)
     rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (!rc)
         rc = mutex_init(&p->mu);
-    if (!rc && (rc = pthread_cond_init(&p->rcond, &ca)))
+    if (!rc && (rc = pthread_cond_init(&p->r.cond, &ca)))
         pthread_mutex_destroy(&p->mu);
-    if (!rc && (rc = pthread_cond_init(&p->wcond, &ca))) {
-        pthread_cond_destroy(&p->rcond);
+    if (!rc && (rc = pthread_cond_init(&p->w.cond, &ca))) {
+        pthread_cond_destroy(&p->r.cond);
         pthread_mutex_destroy(&p->mu);
     }
     pthread_condattr_destroy(&ca);
@@ -479,7 +611,8 @@ static void settle_sizes(rill_pipe *p, size_t bsize)
 {
     p->bsize = bsize ? bsize : 8192;
     p->blk = RILL__MAX(RILL__MIN(p->bsize, BLOCK_MAX), BLOCK_MIN);
-    p->spare_max = (unsigned)RILL__MIN(p->bsize / p->blk + 1, SPARE_MAX);
+    /* Up to bsize may be queued behind a reader copying out as much: spares for both. */
+    p->spare_max = (unsigned)RILL__MIN(2 * (p->bsize / p->blk + 1), SPARE_MAX);
 }
 
 rill_pipe *rill_pipe_new(const rill_pipe_opts *opts)
@@ -512,6 +645,8 @@ rill_pipe *rill_pipe_new(const rill_pipe_opts *opts)
     p->rblocking = !o.rnonblock;
     p->wblocking = !o.wnonblock;
     p->timeout_ms = o.timeout_ms == 0 ? -1 : o.timeout_ms;
+    p->r.cpu = p->w.cpu = -1;
+    p->r.backoff = p->w.backoff = 1;
     return p;
 }
 
@@ -521,7 +656,7 @@ void rill_pipe_close(rill_pipe *p)
     visit v;
     pthread_mutex_lock(&p->mu);
     if (p->closed) {
-        pthread_mutex_unlock(&p->mu);
+        unlock(p);
         return;
     }
     lease_wait(p); /* a reader may be copying out of the blocks we are about to free */
@@ -530,10 +665,10 @@ void rill_pipe_close(rill_pipe *p)
     take_all(p, &gone);
     reader_visits(p, &v);
     changed(p);
-    pthread_cond_broadcast(&p->rcond);
-    pthread_cond_broadcast(&p->wcond);
+    wake_rsleepers(p);
+    wake_wsleepers(p);
     fire(p, RILL__PIPE_READABLE | RILL__PIPE_WRITABLE);
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     if (lost)
         rill__log(RILL_LOG_WARN, "pipe %s: closed by the reader; %zu unread bytes discarded",
                   p->name, lost);
@@ -547,13 +682,15 @@ void rill_pipe_free(rill_pipe *p)
     if (!p)
         return;
     rill_pipe_close(p);
+    while (atomic_load_explicit(&p->waking, memory_order_acquire)) /* a broadcast or two */
+        sched_yield();
     while (p->spare) {
         seg *s = p->spare;
         p->spare = s->next;
         rill__free(s);
     }
-    pthread_cond_destroy(&p->wcond);
-    pthread_cond_destroy(&p->rcond);
+    pthread_cond_destroy(&p->w.cond);
+    pthread_cond_destroy(&p->r.cond);
     pthread_mutex_destroy(&p->mu);
     rill__free(p);
 }
@@ -579,7 +716,7 @@ static ssize_t append(rill_pipe *p, const void *data, size_t len, rill_bytes *b)
     if (b) {
         rc = append_ref(p, b);
     } else {
-        size_t n = append_copy(p, data, RILL__MIN(len, p->bsize - p->len));
+        size_t n = append_copy(p, data, RILL__MIN(len, p->bsize - queued(p)));
         rc = n ? (ssize_t)n : RILL_ENOMEM;
     }
     if (rc >= 0)
@@ -594,10 +731,11 @@ static ssize_t write_any(rill_pipe *p, const void *data, size_t len, rill_bytes 
     deadline d;
     deadline_set(&d, p->timeout_ms);
     pthread_mutex_lock(&p->mu);
-    for (bool late = false;; late = pause_on(p, &p->wcond, &p->wwait, &d)) {
+    note_cpu(&p->w);
+    for (bool late = false;; late = pause_on(p, &p->w, &p->w.sleepers, &d)) {
         if ((rc = write_refused(p)) || !len)
             break;
-        if (p->len < p->bsize) {
+        if (has_room(p)) {
             rc = append(p, data, len, b);
             break;
         }
@@ -610,7 +748,7 @@ static ssize_t write_any(rill_pipe *p, const void *data, size_t len, rill_bytes 
             break;
         }
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -637,11 +775,11 @@ int rill_pipe_write_eof(rill_pipe *p)
     } else if (!p->eof) {
         p->eof = true;
         wake_readers(p);
-        if (p->wwait) /* writers waiting for room will never get it now */
-            pthread_cond_broadcast(&p->wcond);
+        if (p->w.sleepers) /* writers waiting for room will never get it now */
+            wake_wsleepers(p);
         fire(p, RILL__PIPE_WRITABLE);
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -651,7 +789,7 @@ static int flush_until(rill_pipe *p, waitmode m, int64_t ms)
     deadline d;
     deadline_set(&d, ms);
     pthread_mutex_lock(&p->mu);
-    for (bool late = false;; late = pause_on(p, &p->wcond, &p->fwait, &d)) {
+    for (bool late = false;; late = pause_on(p, &p->w, &p->fsleepers, &d)) {
         if (p->closed) {
             rc = RILL_EPIPE;
             break;
@@ -667,7 +805,7 @@ static int flush_until(rill_pipe *p, waitmode m, int64_t ms)
             break;
         }
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -687,15 +825,15 @@ int rill_pipe_write_wait(rill_pipe *p, int64_t timeout_ms)
     deadline d;
     deadline_set(&d, wait_ms(p, timeout_ms));
     pthread_mutex_lock(&p->mu);
-    for (bool late = false;; late = pause_on(p, &p->wcond, &p->wwait, &d)) {
-        if ((rc = write_refused(p)) || p->len < p->bsize)
+    for (bool late = false;; late = pause_on(p, &p->w, &p->w.sleepers, &d)) {
+        if ((rc = write_refused(p)) || has_room(p))
             break;
         if (late) {
             rc = timed_out(p, "write_wait");
             break;
         }
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -705,11 +843,11 @@ ssize_t rill_pipe_canwrite(rill_pipe *p)
     pthread_mutex_lock(&p->mu);
     rc = write_refused(p);
     if (!rc) {
-        rc = p->len < p->bsize ? (ssize_t)(p->bsize - p->len) : 0;
+        rc = has_room(p) ? (ssize_t)(p->bsize - queued(p)) : 0;
         if (!rc)
             p->rflag = false;
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -726,7 +864,7 @@ static int await_data(rill_pipe *p, waitmode m, deadline *d, bool *late, const c
         return RILL_EAGAIN;
     if (*late)
         return timed_out(p, what);
-    *late = pause_on(p, &p->rcond, &p->rwait, d);
+    *late = pause_on(p, &p->r, &p->r.sleepers, d);
     return 1; /* woke: look again */
 }
 
@@ -739,6 +877,7 @@ static int read_begin(rill_pipe *p, waitmode m, visit *v)
     bool late = false;
     deadline_set(&d, p->timeout_ms);
     pthread_mutex_lock(&p->mu);
+    note_cpu(&p->r);
     reader_visits(p, v);
     while ((rc = await_data(p, m, &d, &late, "read")) > 0)
         ;
@@ -761,16 +900,20 @@ static size_t lease_front(rill_pipe *p, size_t len, run *r, int *nr)
     }
     *nr = i;
     p->leased = true;
+    p->lent = n;
+    changed(p); /* room: a spinning writer appends while we copy */
     return n;
 }
 
-/* Lock held again: the reader is done copying. */
+/* Lock held again: the reader is done copying.  Sleeping writers are woken once the
+ * bytes are taken (wake_writers), not at the lease's start: on one CPU a writer woken
+ * then would only take the CPU from the copy that frees its blocks. */
 static void lease_end(rill_pipe *p)
 {
     p->leased = false;
+    p->lent = 0;
     changed(p);
-    if (p->rwait)
-        pthread_cond_broadcast(&p->rcond);
+    wake_rsleepers(p);
 }
 
 /* A big read copies with the lock released, so writers keep appending meanwhile instead
@@ -780,7 +923,7 @@ static size_t copy_unlocked(rill_pipe *p, char *buf, size_t len)
     run r[LEASE_RUNS];
     int nr;
     size_t n = lease_front(p, len, r, &nr);
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     for (int i = 0; i < nr; i++) {
         memcpy(buf, r[i].data, r[i].len);
         buf += r[i].len;
@@ -891,7 +1034,7 @@ int rill_pipe_read_wait(rill_pipe *p, int64_t timeout_ms)
     pthread_mutex_lock(&p->mu);
     while ((rc = await_data(p, ALWAYS_WAIT, &d, &late, "read_wait")) > 0)
         ;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
@@ -899,7 +1042,7 @@ bool rill_pipe_canread(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     bool ok = p->len || p->eof || p->closed;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return ok;
 }
 
@@ -907,7 +1050,7 @@ size_t rill_pipe_buffered(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     size_t n = p->len;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return n;
 }
 
@@ -924,15 +1067,15 @@ void rill_pipe_set_rblocking(rill_pipe *p, bool on)
     p->rblocking = on;
     changed(p);
     if (!on) /* sleeping readers return RILL_EAGAIN now */
-        pthread_cond_broadcast(&p->rcond);
-    pthread_mutex_unlock(&p->mu);
+        wake_rsleepers(p);
+    unlock(p);
 }
 
 bool rill_pipe_rblocking(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     bool on = p->rblocking;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return on;
 }
 
@@ -942,15 +1085,15 @@ void rill_pipe_set_wblocking(rill_pipe *p, bool on)
     p->wblocking = on;
     changed(p);
     if (!on)
-        pthread_cond_broadcast(&p->wcond);
-    pthread_mutex_unlock(&p->mu);
+        wake_wsleepers(p);
+    unlock(p);
 }
 
 bool rill_pipe_wblocking(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     bool on = p->wblocking;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return on;
 }
 
@@ -959,14 +1102,14 @@ void rill_pipe_set_reader_notify(rill_pipe *p, void (*fn)(void *), void *arg)
     pthread_mutex_lock(&p->mu);
     p->notify = fn;
     p->notify_arg = arg;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
 }
 
 bool rill_pipe_reader_flag(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     bool on = p->rflag;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return on;
 }
 
@@ -974,7 +1117,7 @@ void rill_pipe_clear_reader_flag(rill_pipe *p)
 {
     pthread_mutex_lock(&p->mu);
     p->rflag = false;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
 }
 
 /* ---- readall --------------------------------------------------------------------------- */
@@ -1061,6 +1204,7 @@ ssize_t rill_pipe_readall(rill_pipe *p, rill_bytes **out)
         return RILL_EINVAL;
     *out = NULL;
     pthread_mutex_lock(&p->mu);
+    note_cpu(&p->r);
     reader_visits(p, &v);
     for (;;) {
         bool late = false;
@@ -1168,9 +1312,10 @@ ssize_t rill_pipe_readmatch(rill_pipe *p, const void *match, size_t mlen, void *
         return RILL_EINVAL;
     deadline_set(&d, p->timeout_ms);
     pthread_mutex_lock(&p->mu);
+    note_cpu(&p->r);
     reader_visits(p, &v);
     sc.gen = p->gen;
-    for (bool late = false;; late = pause_on(p, &p->rcond, &p->rwait, &d)) {
+    for (bool late = false;; late = pause_on(p, &p->r, &p->r.sleepers, &d)) {
         if ((rc = find_line(p, match, mlen, cap, &sc)) != RILL_ENOMATCH)
             break;
         if (!may_wait(BY_MODE, p->rblocking)) {
@@ -1198,7 +1343,7 @@ void rill__pipe_set_hook(rill_pipe *p, rill__pipe_hook *fn, void *arg)
     p->hook = fn;
     p->hook_arg = arg;
     p->armed = 0;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
 }
 
 static unsigned ready_now(const rill_pipe *p)
@@ -1206,7 +1351,7 @@ static unsigned ready_now(const rill_pipe *p)
     unsigned ev = 0;
     if (p->len || p->eof || p->closed)
         ev |= RILL__PIPE_READABLE;
-    if (p->len < p->bsize || p->eof || p->closed)
+    if (has_room(p) || p->eof || p->closed)
         ev |= RILL__PIPE_WRITABLE;
     return ev;
 }
@@ -1216,7 +1361,7 @@ unsigned rill__pipe_watch(rill_pipe *p, unsigned events)
     pthread_mutex_lock(&p->mu);
     unsigned now = ready_now(p) & events;
     p->armed |= events & ~now;
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return now;
 }
 
@@ -1254,7 +1399,7 @@ ssize_t rill__pipe_peek(rill_pipe *p, const char **data)
     } else {
         rc = p->eof ? 0 : RILL_EAGAIN;
     }
-    pthread_mutex_unlock(&p->mu);
+    unlock(p);
     return rc;
 }
 
