@@ -53,7 +53,41 @@ typedef struct {
     atomic_bool done;
 } helper;
 
-enum { OP_READ, OP_WRITE, OP_WRITE_EOF_LATER, OP_DRAIN_LATER, OP_CLOSE_LATER };
+enum {
+    OP_READ,
+    OP_WRITE,
+    OP_WRITE_EOF_LATER,
+    OP_DRAIN_LATER,
+    OP_CLOSE_LATER,
+    OP_FLUSH,
+    OP_WRITE_ALL_EOF, /* writes all of buf, however many calls that takes, then EOF */
+    OP_DRAIN,         /* reads into buf until EOF, the way len names; rc: bytes read */
+};
+
+/* How OP_DRAIN reads: small reads, lines, rill_bytes of up to 5 bytes, one readall. */
+enum { DRAIN_READ, DRAIN_READMATCH, DRAIN_READ_BYTES, DRAIN_READALL };
+
+static long drain_once(rill_pipe *p, int how, char *out, size_t cap)
+{
+    rill_bytes *b = NULL;
+    long n;
+    switch (how) {
+    case DRAIN_READ:
+        return rill_pipe_read(p, out, RILL__MIN(cap, 3));
+    case DRAIN_READMATCH:
+        return rill_pipe_readmatch(p, NULL, 0, out, cap);
+    case DRAIN_READ_BYTES:
+        n = rill_pipe_read_bytes(p, 5, &b);
+        break;
+    default:
+        n = rill_pipe_readall(p, &b);
+        break;
+    }
+    if (n > 0 && (size_t)n <= cap)
+        memcpy(out, rill_bytes_data(b), (size_t)n);
+    rill_bytes_unref(b);
+    return n > 0 && (size_t)n > cap ? RILL_ENOBUFS : n;
+}
 
 static void *helper_main(void *arg)
 {
@@ -84,6 +118,21 @@ static void *helper_main(void *arg)
     case OP_CLOSE_LATER:
         sleep_ms(50);
         rill_pipe_close(h->p);
+        break;
+    case OP_FLUSH:
+        rc = rill_pipe_flush(h->p);
+        break;
+    case OP_DRAIN: {
+        size_t got = 0;
+        while ((rc = drain_once(h->p, (int)h->len, h->buf + got, sizeof h->buf - got)) > 0)
+            got += (size_t)rc;
+        rc = rc < 0 ? rc : (long)got;
+        break;
+    }
+    case OP_WRITE_ALL_EOF:
+        for (size_t off = 0; off < h->len && rc >= 0; off += (size_t)rc)
+            rc = rill_pipe_write(h->p, h->buf + off, h->len - off);
+        rc = rc < 0 ? rc : rill_pipe_write_eof(h->p);
         break;
     }
     atomic_store(&h->rc, rc);
@@ -596,6 +645,149 @@ static void close_wakes_blocked_writer(void **state)
     rill_pipe_free(p);
 }
 
+/* ---- wake-ups --------------------------------------------------------------------------
+ *
+ * A side signals the other only while a sleeper that no broadcast has reached yet is
+ * counted, and makes the broadcast after unlocking.  A count too low, or a broadcast
+ * owed and never made, strands a sleeper until the pipe's timeout (SAFE_MS), and since a
+ * call checks its condition one last time before it reports RILL_ETIMEDOUT, the stranded
+ * call would then succeed as if nothing had gone wrong.  So each helper here must return
+ * within WAKE_MS, well before that timeout: one that returns later was woken by its
+ * timeout, not by the pipe.  Nothing hangs either way.  The short naps only let helpers
+ * fall asleep first; if one has not yet, the test checks less but cannot fail for it. */
+
+#define WAKE_MS 5000 /* what a wake-up that takes microseconds is allowed (< SAFE_MS) */
+#define NAP_MS 30
+
+static bool wait_done(helper *h, unsigned ms)
+{
+    uint64_t until = th_now_ms() + ms;
+    while (!atomic_load(&h->done) && th_now_ms() < until)
+        sleep_ms(1);
+    return atomic_load(&h->done);
+}
+
+/* Joins h, failing when the pipe did not wake it (it then ends on the pipe's timeout). */
+static long woken_join(helper *h)
+{
+    bool woken = wait_done(h, WAKE_MS);
+    long rc = helper_join(h); /* bounded by the pipe's timeout */
+    if (!woken)
+        fail_msg("a helper blocked in the pipe was not woken (it returned %ld on its timeout)", rc);
+    return rc;
+}
+
+static void readers_wake_on_single_bytes(void **state)
+{
+    (void)state;
+    rill_pipe *p = pipe_new(0, false, false, SAFE_MS);
+    helper a, b;
+    helper_start(&a, p, OP_READ, NULL, 1);
+    helper_start(&b, p, OP_READ, NULL, 1);
+    sleep_ms(NAP_MS);
+    /* One broadcast wakes both; the one that finds nothing must be counted again. */
+    assert_int_equal(rill_pipe_write(p, "x", 1), 1);
+    uint64_t until = th_now_ms() + WAKE_MS;
+    while (!atomic_load(&a.done) && !atomic_load(&b.done) && th_now_ms() < until)
+        sleep_ms(1);
+    helper *got = atomic_load(&a.done) ? &a : &b, *other = got == &a ? &b : &a;
+    assert_int_equal(woken_join(got), 1);
+    assert_int_equal(got->buf[0], 'x');
+    sleep_ms(NAP_MS);
+    assert_false(atomic_load(&other->done));
+    assert_int_equal(rill_pipe_write(p, "y", 1), 1);
+    assert_int_equal(woken_join(other), 1);
+    assert_int_equal(other->buf[0], 'y');
+
+    /* EOF wakes every sleeping reader. */
+    helper_start(&a, p, OP_READ, NULL, 8);
+    helper_start(&b, p, OP_READ, NULL, 8);
+    sleep_ms(NAP_MS);
+    assert_int_equal(rill_pipe_write_eof(p), 0);
+    assert_int_equal(woken_join(&a), 0);
+    assert_int_equal(woken_join(&b), 0);
+    rill_pipe_free(p);
+}
+
+static void writer_and_flusher_wake_in_turn(void **state)
+{
+    (void)state;
+    rill_pipe *p = pipe_new(4, false, false, SAFE_MS);
+    char out[8];
+    assert_int_equal(rill_pipe_write(p, "abcd", 4), 4);
+    helper w, f;
+    helper_start(&w, p, OP_WRITE, "e", 1);
+    helper_start(&f, p, OP_FLUSH, NULL, 0);
+    sleep_ms(NAP_MS);
+    /* Room but not empty: the writer goes, the flusher (woken by the same broadcast)
+     * goes back to sleep and must be counted again. */
+    assert_int_equal(rill_pipe_read(p, out, 2), 2);
+    assert_int_equal(woken_join(&w), 1);
+    sleep_ms(NAP_MS);
+    assert_false(atomic_load(&f.done));
+    assert_int_equal(rill_pipe_read(p, out, 8), 3);
+    assert_memory_equal(out, "cde", 3);
+    assert_int_equal(woken_join(&f), 0);
+
+    /* A sleeping writer returns RILL_EAGAIN when its end turns non-blocking. */
+    assert_int_equal(rill_pipe_write(p, "abcd", 4), 4);
+    helper_start(&w, p, OP_WRITE, "e", 1);
+    sleep_ms(NAP_MS);
+    rill_pipe_set_wblocking(p, false);
+    assert_int_equal(woken_join(&w), RILL_EAGAIN);
+    assert_int_equal(rill_pipe_read(p, out, 8), 4);
+    rill_pipe_free(p);
+}
+
+/* Every kind of read that frees room must release a writer asleep on a full pipe, also
+ * those that go back to sleep themselves right after (readall, readmatch). */
+static void draining_reads_release_the_writer(void **state)
+{
+    (void)state;
+    char text[200];
+    for (size_t i = 0; i < sizeof text; i++) /* lines of ten bytes ending in CR LF */
+        text[i] = i % 10 == 8 ? '\r' : i % 10 == 9 ? '\n' : (char)('a' + i % 7);
+    for (int how = DRAIN_READ; how <= DRAIN_READALL; how++) {
+        rill_pipe *p = pipe_new(16, false, false, SAFE_MS);
+        helper w, r;
+        helper_start(&w, p, OP_WRITE_ALL_EOF, text, sizeof text);
+        sleep_ms(NAP_MS); /* the writer fills the pipe and sleeps */
+        helper_start(&r, p, OP_DRAIN, NULL, (size_t)how);
+        assert_int_equal(woken_join(&r), (long)sizeof text);
+        assert_int_equal(woken_join(&w), 0);
+        assert_memory_equal(r.buf, text, sizeof text);
+        rill_pipe_free(p);
+    }
+}
+
+static void close_wakes_every_sleeper(void **state)
+{
+    (void)state;
+    rill_pipe *p = pipe_new(4, false, false, SAFE_MS);
+    assert_int_equal(rill_pipe_write(p, "abcd", 4), 4);
+    helper w1, w2, f;
+    helper_start(&w1, p, OP_WRITE, "e", 1);
+    helper_start(&w2, p, OP_WRITE, "f", 1);
+    helper_start(&f, p, OP_FLUSH, NULL, 0);
+    sleep_ms(NAP_MS);
+    rill_set_log(capture_log, NULL); /* close discards "abcd" with a warning */
+    rill_pipe_close(p);
+    assert_int_equal(woken_join(&w1), RILL_EPIPE);
+    assert_int_equal(woken_join(&w2), RILL_EPIPE);
+    assert_int_equal(woken_join(&f), RILL_EPIPE);
+    rill_set_log(NULL, NULL);
+    rill_pipe_free(p);
+
+    p = pipe_new(4, false, false, SAFE_MS);
+    helper_start(&w1, p, OP_READ, NULL, 4);
+    helper_start(&w2, p, OP_READ, NULL, 4);
+    sleep_ms(NAP_MS);
+    rill_pipe_close(p);
+    assert_int_equal(woken_join(&w1), RILL_ECLOSED);
+    assert_int_equal(woken_join(&w2), RILL_ECLOSED);
+    rill_pipe_free(p);
+}
+
 /* ---- the bridge's hooks (src/pipe.h) --------------------------------------------------- */
 
 static atomic_uint hook_events;
@@ -1041,6 +1233,10 @@ int main(void)
         cmocka_unit_test(reader_notification),
         cmocka_unit_test(reader_close_discards),
         cmocka_unit_test(close_wakes_blocked_writer),
+        cmocka_unit_test(readers_wake_on_single_bytes),
+        cmocka_unit_test(writer_and_flusher_wake_in_turn),
+        cmocka_unit_test(draining_reads_release_the_writer),
+        cmocka_unit_test(close_wakes_every_sleeper),
         cmocka_unit_test(bridge_hook_fires_once),
         cmocka_unit_test(bridge_peek_consume),
         cmocka_unit_test(allocation_failures),
