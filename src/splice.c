@@ -166,13 +166,17 @@ static void on_read(rill_stream *src, const rill_event *ev, void *arg)
     pause_if_full(d);
 }
 
+/* Both paths: the source's end travels on (its EOF handler is ours, so a source without
+ * one of the user's does not close itself under the splice).  A direction that has not
+ * started yet, or whose kernel pipe still holds bytes, shuts the sink down later. */
 static void on_eof(rill_stream *src, const rill_event *ev, void *arg)
 {
     dir_t *d = arg;
     (void)src;
     (void)ev;
     d->eof = true;
-    shut_sink(d);
+    if (!d->deferred && !d->waiting && !d->inpipe)
+        shut_sink(d);
 }
 
 static void on_drain(rill_stream *dst, const rill_event *ev, void *arg)
@@ -189,9 +193,8 @@ static void on_drain(rill_stream *dst, const rill_event *ev, void *arg)
 static int copy_start(dir_t *d)
 {
     d->subs[0] = rill_stream_on(d->src, RILL_EV_READ, on_read, d);
-    d->subs[1] = rill_stream_on(d->src, RILL_EV_EOF, on_eof, d);
     d->subs[2] = rill_stream_on(d->dst, RILL_EV_DRAIN, on_drain, d);
-    if (!d->subs[0] || !d->subs[1] || !d->subs[2])
+    if (!d->subs[0] || !d->subs[2])
         return RILL_ENOMEM;
     if (d->eof)
         return 0;
@@ -651,6 +654,11 @@ static int op_start(splice_op *op, rill_cancel *cancel)
     }
     if (cancel && !(op->watch = rill__cancel_register(cancel, op->loop, on_cancel, op)))
         return RILL_ENOMEM;
+    for (int i = 0; i < 2; i++) {
+        dir_t *d = &op->dir[i];
+        if (d->live && !(d->subs[1] = rill_stream_on(d->src, RILL_EV_EOF, on_eof, d)))
+            return RILL_ENOMEM;
+    }
     op->zc = want_zero_copy(op);
     for (int i = 0; op->zc && i < 2; i++) {
         int rc = zfd_open(op, i);

@@ -661,11 +661,15 @@ void rill__stream_eof_settle(rill_stream *s)
 {
     if ((s->flags & (RILL__S_EOF | RILL__S_EOF_DONE | RILL__S_CLOSED)) != RILL__S_EOF)
         return;
+    /* handing out buffered bytes, as a feed does (a splice started from these callbacks
+     * waits for them to return) */
+    uint32_t feeding = s->flags & RILL__S_FEEDING;
+    s->flags |= RILL__S_FEEDING;
     if (rill__frames_pending(s))
         rill__frame_finish(s, RILL_EOF); /* the first request gets what is left */
-    if (s->flags & RILL__S_CLOSED)
-        return;
-    rill__stream_read_buffered(s);
+    if (!(s->flags & RILL__S_CLOSED))
+        rill__stream_read_buffered(s);
+    s->flags = (s->flags & ~RILL__S_FEEDING) | feeding;
     if ((s->flags & RILL__S_CLOSED) || rill__in_len(s))
         return; /* buffered bytes wait for a request */
     s->flags |= RILL__S_EOF_DONE;

@@ -644,6 +644,50 @@ static void test_splice_from_frame_callback(void **state)
     proxy_after_line(RILL_SPLICE_COPY, true);
 }
 
+/* The same from the callback that gets the last partial frame at the end of the stream:
+ * those bytes are the callback's, not forwarded again, and the end travels on. */
+static void eof_on_line(rill_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    proxy_rec *p = arg;
+    p->calls++;
+    assert_int_equal(status, RILL_EOF);
+    assert_true(len < sizeof p->line);
+    memcpy(p->line, data, len);
+    p->rc = rill_splice(s, p->y, 0, 0, NULL, on_done, p->d);
+}
+
+static void splice_at_the_end(unsigned flags)
+{
+    rill_loop *loop = th_loop_new();
+    conn x = pair_conn(loop), y = pair_conn(loop);
+    done_rec d = {0};
+    proxy_rec p = {.y = y.s, .d = &d, .rc = 1};
+    if (flags & RILL_SPLICE_COPY)
+        setenv("RILL_SPLICE_COPY", "1", 1);
+    assert_int_equal(rill_stream_read_until(x.s, "\n", 1, eof_on_line, &p), 0);
+    assert_int_equal(send(x.far, "no newline", 10, 0), 10);
+    shutdown(x.far, SHUT_WR);
+    TH_RUN_UNTIL(loop, p.calls == 1 && d.calls == 1, 3000);
+    unsetenv("RILL_SPLICE_COPY");
+    assert_int_equal(p.rc, 0);
+    assert_string_equal(p.line, "no newline");
+    assert_int_equal(d.status, 0);
+    char got[16];
+    assert_int_equal(recv(y.far, got, sizeof got, MSG_DONTWAIT), 0); /* nothing, then the end */
+    rill_stream_close(x.s);
+    rill_stream_close(y.s);
+    close(x.far);
+    close(y.far);
+    th_loop_free(loop);
+}
+
+static void test_splice_from_the_last_frame(void **state)
+{
+    (void)state;
+    splice_at_the_end(0);
+    splice_at_the_end(RILL_SPLICE_COPY);
+}
+
 /* The splice ends (cancel, source closed, sink closed) while it still waits for the
  * source's ring receive to end (uring; elsewhere it does not wait): the late receive's
  * completions find no splice (ASan), and after a cancel every byte is either at the sink
@@ -1029,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_bytes_in_flight_when_started_go_first),
         cmocka_unit_test(test_frame_request_pending_at_start),
         cmocka_unit_test(test_splice_from_frame_callback),
+        cmocka_unit_test(test_splice_from_the_last_frame),
         cmocka_unit_test(test_end_while_waiting),
         cmocka_unit_test(test_backpressure_bounds_sink_queue),
         cmocka_unit_test(test_activity_keeps_timeouts_away),
