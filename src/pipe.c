@@ -1184,6 +1184,7 @@ static ssize_t gather_done(rill_pipe *p, gather *g, rill_bytes **out, seg **gone
 {
     if (!g->len && p->head == p->tail && front_whole(p, SIZE_MAX)) {
         *out = take_whole(p, gone);
+        wake_writers(p); /* the pipe is empty now: flushers wait for that */
         return (ssize_t)rill_bytes_len(*out);
     }
     int rc = p->len ? gather_more(p, g, gone) : 0;

@@ -788,6 +788,26 @@ static void close_wakes_every_sleeper(void **state)
     rill_pipe_free(p);
 }
 
+/* A readall that hands back a lone rill_bytes whole empties the pipe as much as one that
+ * copies: a flusher waiting for that must wake. */
+static void readall_whole_bytes_wakes_flusher(void **state)
+{
+    (void)state;
+    rill_pipe *p = pipe_new(8, false, false, SAFE_MS);
+    rill_bytes *b = rill_bytes_new("0123456789", 10), *all = NULL;
+    assert_int_equal(rill_pipe_write_bytes(p, b), 0);
+    assert_int_equal(rill_pipe_write_eof(p), 0);
+    helper f;
+    helper_start(&f, p, OP_FLUSH, NULL, 0);
+    sleep_ms(NAP_MS);
+    assert_int_equal(rill_pipe_readall(p, &all), 10);
+    assert_ptr_equal(all, b);
+    assert_int_equal(woken_join(&f), 0);
+    rill_bytes_unref(all);
+    rill_bytes_unref(b);
+    rill_pipe_free(p);
+}
+
 /* ---- the bridge's hooks (src/pipe.h) --------------------------------------------------- */
 
 static atomic_uint hook_events;
@@ -1237,6 +1257,7 @@ int main(void)
         cmocka_unit_test(writer_and_flusher_wake_in_turn),
         cmocka_unit_test(draining_reads_release_the_writer),
         cmocka_unit_test(close_wakes_every_sleeper),
+        cmocka_unit_test(readall_whole_bytes_wakes_flusher),
         cmocka_unit_test(bridge_hook_fires_once),
         cmocka_unit_test(bridge_peek_consume),
         cmocka_unit_test(allocation_failures),
