@@ -91,7 +91,7 @@ struct rill_pipe {
     bool eof, closed, rflag;
     bool leased;        /* a reader is copying from the front without the lock */
     unsigned owed;      /* WAKE_* broadcasts to make once the lock is released */
-    atomic_uint waking; /* threads making them: rill_pipe_free waits for these */
+    atomic_uint waking; /* threads in the pipe after unlocking (unlock, close): free waits */
     int64_t timeout_ms; /* negative: forever */
     void (*notify)(void *);
     void *notify_arg;
@@ -668,10 +668,14 @@ void rill_pipe_close(rill_pipe *p)
     wake_rsleepers(p);
     wake_wsleepers(p);
     fire(p, RILL__PIPE_READABLE | RILL__PIPE_WRITABLE);
+    if (lost) /* a writer that sees the close may free the pipe before the line names it */
+        atomic_fetch_add_explicit(&p->waking, 1, memory_order_relaxed);
     unlock(p);
-    if (lost)
+    if (lost) {
         rill__log(RILL_LOG_WARN, "pipe %s: closed by the reader; %zu unread bytes discarded",
                   p->name, lost);
+        atomic_fetch_sub_explicit(&p->waking, 1, memory_order_release);
+    }
     release(gone);
     if (v.fn)
         v.fn(v.arg);
@@ -682,7 +686,7 @@ void rill_pipe_free(rill_pipe *p)
     if (!p)
         return;
     rill_pipe_close(p);
-    while (atomic_load_explicit(&p->waking, memory_order_acquire)) /* a broadcast or two */
+    while (atomic_load_explicit(&p->waking, memory_order_acquire)) /* microseconds */
         sched_yield();
     while (p->spare) {
         seg *s = p->spare;

@@ -136,8 +136,10 @@ RILL_API const char *rill_pipe_name(const rill_pipe *p);
  * pipe when there were any), sleeping readers and writers wake, the reader flag is set,
  * later reads return RILL_ECLOSED and writes RILL_EPIPE.  Idempotent. */
 RILL_API void rill_pipe_close(rill_pipe *p);
-/* Closes (as rill_pipe_close) and frees.  No other thread may be using the pipe.  NULL is
- * a no-op. */
+/* Closes (as rill_pipe_close) and frees.  No other thread may be using the pipe, except
+ * one still on its way out of the call whose change the caller saw: a reader may free
+ * once it read EOF, a writer once it got RILL_EPIPE from the reader's close (unless that
+ * reader's notification uses the pipe).  NULL is a no-op. */
 RILL_API void rill_pipe_free(rill_pipe *p);
 /* The pipe as a stream of `loop`, used on the loop's thread like any other stream; the
  * loop never waits on the pipe, whatever its blocking modes (those are the threads').
