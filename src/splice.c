@@ -631,7 +631,9 @@ static int dir_start(dir_t *d)
         rill__defer_queue(d->op->loop, &d->op->wake, 0);
         return rill_stream_stop(d->src);
     }
-    int rc = forward_buffered(d);
+    /* A framing request still waiting takes its frame from the buffer first; the copying
+     * path (the only one then) gets the rest as READ events after it. */
+    int rc = rill__frames_pending(d->src) ? 0 : forward_buffered(d);
     if (rc < 0)
         return rc;
     d->eof = (d->src->flags & RILL__S_EOF) != 0;

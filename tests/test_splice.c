@@ -537,7 +537,8 @@ static void on_line(rill_stream *s, int status, const char *data, size_t len, vo
     l->len += len;
 }
 
-static void frame_pending_at_start(unsigned flags)
+/* early: the line's first part is already in x's buffer when the splice starts */
+static void frame_pending_at_start(unsigned flags, bool early)
 {
     rill_loop *loop = th_loop_new();
     conn x = pair_conn(loop), y = pair_conn(loop);
@@ -545,10 +546,15 @@ static void frame_pending_at_start(unsigned flags)
     assert_int_equal(rill_stream_read_until(x.s, "\n", 1, on_line, &l), 0);
     for (int i = 0; i < 3; i++)
         rill_loop_run(loop, RILL_RUN_NOWAIT); /* uring: the receive is in the ring */
+    static const char sent[] = "first line\nthen the rest, spliced";
+    if (early) {
+        assert_int_equal(send(x.far, sent, 6, 0), 6);
+        TH_RUN_UNTIL(loop, rill__in_len(x.s) == 6, 3000);
+    }
     done_rec d = {0};
     assert_int_equal(rill_splice(x.s, y.s, flags, 0, NULL, on_done, &d), 0);
-    static const char sent[] = "first line\nthen the rest, spliced";
-    assert_int_equal(send(x.far, sent, 6, 0), 6); /* the line comes in two parts */
+    if (!early)
+        assert_int_equal(send(x.far, sent, 6, 0), 6); /* the line comes in two parts */
     for (int i = 0; i < 3; i++)
         rill_loop_run(loop, RILL_RUN_NOWAIT);
     assert_int_equal(send(x.far, sent + 6, sizeof sent - 7, 0), (ssize_t)(sizeof sent - 7));
@@ -574,8 +580,10 @@ static void frame_pending_at_start(unsigned flags)
 static void test_frame_request_pending_at_start(void **state)
 {
     (void)state;
-    frame_pending_at_start(0);
-    frame_pending_at_start(RILL_SPLICE_COPY);
+    frame_pending_at_start(0, false);
+    frame_pending_at_start(0, true);
+    frame_pending_at_start(RILL_SPLICE_COPY, false);
+    frame_pending_at_start(RILL_SPLICE_COPY, true);
 }
 
 /* The proxy pattern: a frame callback reads the request line and splices the stream on.
