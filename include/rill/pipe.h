@@ -92,18 +92,21 @@ RILL_API ssize_t rill_pipe_readmatch(rill_pipe *p, const void *match, size_t mle
                                      size_t cap);
 
 /* The bytes one non-blocking rill_pipe_write would accept now: bsize minus what is
- * buffered, or 0 when full (which also clears the reader flag: a writer that sees 0 waits
- * for the notification).  RILL_EPIPE after write_eof or once the reader closed.  With
- * several writers the answer may be stale by the time it is used. */
+ * buffered (bytes a reader is copying out at that moment no longer count), or 0 when
+ * full (which also clears the reader flag: a writer that sees 0 waits for the
+ * notification).  RILL_EPIPE after write_eof or once the reader closed.  With several
+ * writers the answer may be stale by the time it is used. */
 RILL_API ssize_t rill_pipe_canwrite(rill_pipe *p);
 /* True when the next read will not wait: data is buffered, EOF was written (the read will
  * return 0), or the pipe is closed. */
 RILL_API bool rill_pipe_canread(rill_pipe *p);
-/* Bytes buffered now (may exceed bsize after rill_pipe_write_bytes). */
+/* Bytes buffered now, those a reader is copying out included: it may exceed bsize after
+ * rill_pipe_write_bytes, and while a big read copies out, bsize more may queue behind. */
 RILL_API size_t rill_pipe_buffered(rill_pipe *p);
 RILL_API bool rill_pipe_is_empty(rill_pipe *p);
-/* Waits until a write would not wait (less than bsize buffered).  0, RILL_ETIMEDOUT, or
- * RILL_EPIPE after write_eof or once the reader closed.  Ignores the write mode. */
+/* Waits until a write would not wait (less than bsize buffered, counted as
+ * rill_pipe_canwrite counts).  0, RILL_ETIMEDOUT, or RILL_EPIPE after write_eof or once
+ * the reader closed.  Ignores the write mode. */
 RILL_API int rill_pipe_write_wait(rill_pipe *p, int64_t timeout_ms);
 /* Waits until the buffer is empty.  0, RILL_ETIMEDOUT, RILL_EPIPE once the reader
  * closed.  Ignores the write mode. */
