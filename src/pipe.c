@@ -1169,6 +1169,11 @@ static void put_back(rill_pipe *p, gather *g)
         return;
     }
     lease_wait(p); /* a timeout may come while another reader holds the front */
+    if (p->closed) { /* closed meanwhile: its unread bytes are gone, these too */
+        rill_bytes_unref(b);
+        rill__free(s);
+        return;
+    }
     drop_empty_block(p);
     s->bytes = b;
     s->data = g->buf;
