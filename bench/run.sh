@@ -208,6 +208,15 @@ run_pingpong() {
     done
 }
 
+# A paired run's two ratios, rill's side over the peer's: KEY.cpu (CPU per unit of work)
+# and KEY.RATE (throughput); sets cr and mr for the caller's progress line.
+put_ratios() { # KEY RATE CPU_A CPU_B RATE_A RATE_B
+    cr=$(awk -v a="$3" -v b="$4" 'BEGIN { printf "%.4f", a / b }')
+    mr=$(awk -v a="$5" -v b="$6" 'BEGIN { printf "%.4f", a / b }')
+    put "$1.cpu" "$cr"
+    put "$1.$2" "$mr"
+}
+
 # ---- paired ping-pong: rill and one peer at the same time ---------------------------------
 # Both servers share the server CPU and both clients the client CPU, so whatever else the
 # machine does slows both alike: the ratio of their server CPU per message is steady to a
@@ -218,58 +227,55 @@ run_paired() {
     case " $SERVERS " in *" uring "*) sides="rill uring" ;; esac
     say "== paired ping-pong: $sides with each peer at once; conns: $CONNS; $PAIR_RUNS runs x ${SECS}s"
     for side in $sides; do
-    key=pair
-    [ $side = uring ] && key=pairu
-    for peer in epoll uv; do
-        case " $SERVERS " in *" $peer "*) ;; *) continue ;; esac
-        for c in $CONNS; do
-            r=1
-            while [ $r -le "$PAIR_RUNS" ]; do
-                next_port
-                pa=$PORT
-                next_port
-                pb=$PORT
-                # who starts first alternates (rill, then the peer, on odd runs)
-                if [ $((r % 2)) = 1 ]; then
-                    start_server $side $pa
-                    sa=$SPID
-                    start_server "$peer" $pb
-                    sb=$SPID
-                else
-                    start_server "$peer" $pb
-                    sb=$SPID
-                    start_server $side $pa
-                    sa=$SPID
-                fi
-                taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pa "$c" "$SECS" $SIZE $sa >"$TMP/pa" 2>>"$LOG" &
-                ca=$!
-                taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pb "$c" "$SECS" $SIZE $sb >"$TMP/pb" 2>>"$LOG" &
-                cb=$!
-                wait $ca
-                wait $cb
-                stop_pid $sa
-                stop_pid $sb
-                oa=$(tail -n 1 "$TMP/pa")
-                ob=$(tail -n 1 "$TMP/pb")
-                log "paired $side+$peer conns=$c run=$r: $side: $oa; $peer: $ob"
-                ua=$(val "$oa" server_cpu_ns_per_msg)
-                ub=$(val "$ob" server_cpu_ns_per_msg)
-                ma=$(val "$oa" msgs_per_s)
-                mb=$(val "$ob" msgs_per_s)
-                if [ -z "$ua" ] || [ -z "$ub" ] || [ -z "$ma" ] || [ -z "$mb" ]; then
-                    say "   $side+$peer conns=$c run $r: FAILED (see $LOG)"
+        key=pair
+        [ $side = uring ] && key=pairu
+        for peer in epoll uv; do
+            case " $SERVERS " in *" $peer "*) ;; *) continue ;; esac
+            for c in $CONNS; do
+                r=1
+                while [ $r -le "$PAIR_RUNS" ]; do
+                    next_port
+                    pa=$PORT
+                    next_port
+                    pb=$PORT
+                    # who starts first alternates (rill, then the peer, on odd runs)
+                    if [ $((r % 2)) = 1 ]; then
+                        start_server $side $pa
+                        sa=$SPID
+                        start_server "$peer" $pb
+                        sb=$SPID
+                    else
+                        start_server "$peer" $pb
+                        sb=$SPID
+                        start_server $side $pa
+                        sa=$SPID
+                    fi
+                    taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pa "$c" "$SECS" $SIZE $sa >"$TMP/pa" 2>>"$LOG" &
+                    ca=$!
+                    taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $pb "$c" "$SECS" $SIZE $sb >"$TMP/pb" 2>>"$LOG" &
+                    cb=$!
+                    wait $ca
+                    wait $cb
+                    stop_pid $sa
+                    stop_pid $sb
+                    oa=$(tail -n 1 "$TMP/pa")
+                    ob=$(tail -n 1 "$TMP/pb")
+                    log "paired $side+$peer conns=$c run=$r: $side: $oa; $peer: $ob"
+                    ua=$(val "$oa" server_cpu_ns_per_msg)
+                    ub=$(val "$ob" server_cpu_ns_per_msg)
+                    ma=$(val "$oa" msgs_per_s)
+                    mb=$(val "$ob" msgs_per_s)
+                    if [ -z "$ua" ] || [ -z "$ub" ] || [ -z "$ma" ] || [ -z "$mb" ]; then
+                        say "   $side+$peer conns=$c run $r: FAILED (see $LOG)"
+                        r=$((r + 1))
+                        continue
+                    fi
+                    put_ratios "$key.$peer.$c" mps "$ua" "$ub" "$ma" "$mb"
+                    echo "   run $r conns=$c $side+$peer: server CPU/msg $side/$peer ${cr}, msgs/s $side/$peer ${mr}" >&2
                     r=$((r + 1))
-                    continue
-                fi
-                cr=$(awk -v a="$ua" -v b="$ub" 'BEGIN { printf "%.4f", a / b }')
-                mr=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.4f", a / b }')
-                put "$key.$peer.$c.cpu" "$cr"
-                put "$key.$peer.$c.mps" "$mr"
-                echo "   run $r conns=$c $side+$peer: server CPU/msg $side/$peer ${cr}, msgs/s $side/$peer ${mr}" >&2
-                r=$((r + 1))
+                done
             done
         done
-    done
     done
 }
 
@@ -526,10 +532,7 @@ run_pump_paired() {
                     r=$((r + 1))
                     continue
                 fi
-                cr=$(awk -v a="$ca" -v b="$cb" 'BEGIN { printf "%.4f", a / b }')
-                mr=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.4f", a / b }')
-                put "$key.$peer.cpu" "$cr"
-                put "$key.$peer.mbs" "$mr"
+                put_ratios "$key.$peer" mbs "$ca" "$cb" "$ma" "$mb"
                 echo "   run $r $side+$peer: receiver CPU per byte $side/$peer $cr, MB/s $side/$peer $mr" >&2
                 r=$((r + 1))
             done
