@@ -53,7 +53,7 @@ typedef struct {
     bool done; /* dst's write half is shut down */
     bool shutting;
     bool paused;       /* copy: src stopped until dst's DRAIN */
-    rill_sub *subs[3]; /* copy: src READ, src EOF, dst DRAIN */
+    rill_sub *subs[3]; /* copy: src READ, dst DRAIN; both paths: src EOF */
     int pipe[2];       /* zero-copy: the kernel pipe between them */
     size_t inpipe, pipecap;
     bool ready;    /* zero-copy: dst's queue is empty, splicing into it may start */
@@ -472,7 +472,11 @@ static int zc_unwait(dir_t *d)
     d->waiting = false;
     d->src->x->quiet = NULL;
     int rc = forward_buffered(d);
-    return rc < 0 ? rc : (rc = zc_sink(d)) < 0 ? rc : 1;
+    if (rc < 0 || (rc = zc_sink(d)) < 0)
+        return rc;
+    if (d->eof) /* an EOF event came while it waited (on_eof left the shutdown to us) */
+        shut_sink(d);
+    return 1;
 }
 
 static int zfd_open(splice_op *op, int i)

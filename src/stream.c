@@ -73,7 +73,6 @@ rill__sx *rill__stream_sx(rill_stream *s)
     return s->x = x;
 }
 
-/* Takes s off the loop's stream queue (rare: a stream is freed from its own dispatch). */
 /* Unlinks s from the singly linked list at *head; false when it is not there.  *prev gets
  * its predecessor (NULL: it was first). */
 static bool unlink_stream(rill_stream **head, rill_stream *s, rill_stream **prev)
@@ -87,6 +86,7 @@ static bool unlink_stream(rill_stream **head, rill_stream *s, rill_stream **prev
     return false;
 }
 
+/* Takes s off the loop's stream queue (rare: a stream is freed from its own dispatch). */
 static void unqueue(rill_stream *s)
 {
     rill__squeue *q = rill__loop_squeue(s->loop);
@@ -667,8 +667,7 @@ void rill__stream_eof_settle(rill_stream *s)
     s->flags |= RILL__S_FEEDING;
     if (rill__frames_pending(s))
         rill__frame_finish(s, RILL_EOF); /* the first request gets what is left */
-    if (!(s->flags & RILL__S_CLOSED))
-        rill__stream_read_buffered(s);
+    rill__stream_read_buffered(s); /* (nothing once closed) */
     s->flags = (s->flags & ~RILL__S_FEEDING) | feeding;
     if ((s->flags & RILL__S_CLOSED) || rill__in_len(s))
         return; /* buffered bytes wait for a request */
