@@ -540,12 +540,21 @@ void rill__stream_error(rill_stream *s, int err)
 
 /* ---- transport defaults (fds) ---------------------------------------------------------- */
 
+/* Sockets take recv(2) and send(2), not read(2) and write(2): same result, but they skip
+ * the VFS layer (3-4% less server CPU per echoed message at 100 and 1,000 connections,
+ * measured paired in bench/), and MSG_NOSIGNAL makes SIGPIPE moot. */
 static ssize_t fd_read(rill_stream *s, void *buf, size_t len)
 {
     ssize_t n;
-    do
-        n = read(s->io.fd, buf, len);
-    while (n < 0 && errno == EINTR);
+    if (s->tp->flags & RILL__TP_SOCKET) {
+        do
+            n = recv(s->io.fd, buf, len, 0);
+        while (n < 0 && errno == EINTR);
+    } else {
+        do
+            n = read(s->io.fd, buf, len);
+        while (n < 0 && errno == EINTR);
+    }
     return n < 0 ? rill__errno() : n;
 }
 
@@ -580,20 +589,30 @@ static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
     return r;
 }
 
-/* Sockets: inside the loop plain write(2) is cheapest (SIGPIPE is blocked there);
- * outside it, send with MSG_NOSIGNAL. */
+/* send(2), or sendmsg(2) for several buffers, with MSG_NOSIGNAL (see fd_read). */
+static ssize_t sock_writev(int fd, const struct iovec *iov, int n)
+{
+    ssize_t r;
+    if (n == 1) {
+        do
+            r = send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+    } else {
+        struct msghdr m = {0};
+        m.msg_iov = (struct iovec *)iov;
+        m.msg_iovlen = (size_t)n;
+        do
+            r = sendmsg(fd, &m, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+    }
+    return r < 0 ? rill__errno() : r;
+}
+
 static ssize_t fd_writev(rill_stream *s, const struct iovec *iov, int n)
 {
-    if (rill__sigpipe_blocked() || !(s->tp->flags & RILL__TP_SOCKET))
-        return fd_writev_pipe(s->io.fd, iov, n);
-    struct msghdr m = {0};
-    m.msg_iov = (struct iovec *)iov;
-    m.msg_iovlen = (size_t)n;
-    ssize_t r;
-    do
-        r = sendmsg(s->io.fd, &m, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? rill__errno() : r;
+    if (s->tp->flags & RILL__TP_SOCKET)
+        return sock_writev(s->io.fd, iov, n);
+    return fd_writev_pipe(s->io.fd, iov, n);
 }
 
 static ssize_t tp_read(rill_stream *s, void *buf, size_t len)
@@ -974,15 +993,15 @@ static int write_common(rill_stream *s, const struct iovec *iov, size_t n, rill_
 }
 
 /* The echo path's write: open, writable, nothing queued or in flight (no extension, so no
- * WRITE handler either), no completion wanted, a plain fd and SIGPIPE blocked because the
- * loop runs on this thread.  Then one write(2), and when it takes everything, only the
- * timeout touch is left to do. */
+ * WRITE handler either), no completion wanted, a plain fd, and either a socket or SIGPIPE
+ * blocked because the loop runs on this thread.  Then one send(2) or write(2), and when it
+ * takes everything, only the timeout touch is left to do. */
 static inline bool write_fast(const rill_stream *s)
 {
     return !s->x && !s->tp->writev &&
            (s->flags & (RILL__S_WRITABLE | RILL__S_CLOSED | RILL__S_SHUT | RILL__S_CONNECTING)) ==
                RILL__S_WRITABLE &&
-           rill__sigpipe_blocked();
+           ((s->tp->flags & RILL__TP_SOCKET) || rill__sigpipe_blocked());
 }
 
 int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn *cb, void *arg)
@@ -991,7 +1010,7 @@ int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn
         return RILL_EINVAL;
     struct iovec iov = {(void *)data, len};
     if (s && !cb && len && write_fast(s)) {
-        ssize_t r = raw_writev(s->io.fd, &iov, 1); /* what fd_writev does inside the loop */
+        ssize_t r = fd_writev(s, &iov, 1);
         if (r == (ssize_t)len) {
             rill__tnode_touch(s->loop, &s->tnode);
             return 0;
