@@ -545,16 +545,11 @@ void rill__stream_error(rill_stream *s, int err)
  * measured paired in bench/), and MSG_NOSIGNAL makes SIGPIPE moot. */
 static ssize_t fd_read(rill_stream *s, void *buf, size_t len)
 {
+    bool sock = s->tp->flags & RILL__TP_SOCKET;
     ssize_t n;
-    if (s->tp->flags & RILL__TP_SOCKET) {
-        do
-            n = recv(s->io.fd, buf, len, 0);
-        while (n < 0 && errno == EINTR);
-    } else {
-        do
-            n = read(s->io.fd, buf, len);
-        while (n < 0 && errno == EINTR);
-    }
+    do
+        n = sock ? recv(s->io.fd, buf, len, 0) : read(s->io.fd, buf, len);
+    while (n < 0 && errno == EINTR);
     return n < 0 ? rill__errno() : n;
 }
 
@@ -589,22 +584,28 @@ static ssize_t fd_writev_pipe(int fd, const struct iovec *iov, int n)
     return r;
 }
 
-/* send(2), or sendmsg(2) for several buffers, with MSG_NOSIGNAL (see fd_read). */
-static ssize_t sock_writev(int fd, const struct iovec *iov, int n)
+/* send(2) with MSG_NOSIGNAL (see fd_read): bytes sent or a code. */
+static inline ssize_t sock_send(int fd, const void *p, size_t len)
 {
     ssize_t r;
-    if (n == 1) {
-        do
-            r = send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        while (r < 0 && errno == EINTR);
-    } else {
-        struct msghdr m = {0};
-        m.msg_iov = (struct iovec *)iov;
-        m.msg_iovlen = (size_t)n;
-        do
-            r = sendmsg(fd, &m, MSG_NOSIGNAL);
-        while (r < 0 && errno == EINTR);
-    }
+    do
+        r = send(fd, p, len, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? rill__errno() : r;
+}
+
+/* sock_send, or sendmsg(2) for several buffers. */
+static ssize_t sock_writev(int fd, const struct iovec *iov, int n)
+{
+    if (n == 1)
+        return sock_send(fd, iov[0].iov_base, iov[0].iov_len);
+    struct msghdr m = {0};
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)n;
+    ssize_t r;
+    do
+        r = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
     return r < 0 ? rill__errno() : r;
 }
 
@@ -709,18 +710,23 @@ static void on_eof(rill_stream *s)
     release(s);
 }
 
-void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
+/* What a read that returned no bytes means: the end, or a failure. */
+__attribute__((noinline)) static void deliver_end(rill_stream *s, ssize_t n)
 {
-    if (s->flags & RILL__S_CLOSED)
-        return;
-    if (n == RILL_EAGAIN)
-        return;
-    if (n < 0) {
+    if (n < 0)
         fail(s, (int)n, false);
-        return;
-    }
-    if (n == 0) {
+    else
         on_eof(s);
+}
+
+/* rill__stream_deliver's body, inlined into the read path (rill__stream_io). */
+__attribute__((always_inline)) static inline void deliver(rill_stream *s, const char *data,
+                                                          ssize_t n)
+{
+    if ((s->flags & RILL__S_CLOSED) || n == RILL_EAGAIN)
+        return;
+    if (n <= 0) {
+        deliver_end(s, n);
         return;
     }
     rill__tnode_touch(s->loop, &s->tnode);
@@ -733,6 +739,11 @@ void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
     }
     rill_event ev = {RILL_EV_READ, data, (size_t)n, 0, NULL};
     rill__stream_emit(s, &ev); /* the echo path: a borrowed slice of the loop's buffer */
+}
+
+void rill__stream_deliver(rill_stream *s, const char *data, ssize_t n)
+{
+    deliver(s, data, n);
 }
 
 void rill__stream_io(rill__io *io, unsigned revents)
@@ -748,7 +759,7 @@ void rill__stream_io(rill__io *io, unsigned revents)
         size_t cap = RILL__SCRATCH;
         char *buf = rill__loop_scratch(s->loop);
         ssize_t n = tp_read(s, buf, cap);
-        rill__stream_deliver(s, buf, n);
+        deliver(s, buf, n);
         if (n < (ssize_t)cap)
             break;
     }
@@ -1010,7 +1021,8 @@ int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn
         return RILL_EINVAL;
     struct iovec iov = {(void *)data, len};
     if (s && !cb && len && write_fast(s)) {
-        ssize_t r = fd_writev(s, &iov, 1);
+        ssize_t r = s->tp->flags & RILL__TP_SOCKET ? sock_send(s->io.fd, data, len)
+                                                   : raw_writev(s->io.fd, &iov, 1);
         if (r == (ssize_t)len) {
             rill__tnode_touch(s->loop, &s->tnode);
             return 0;
