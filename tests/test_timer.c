@@ -1,7 +1,14 @@
-/* tests/test_timer.c - timers: order, one-shot and repeating, stopping inside callbacks. */
+/* tests/test_timer.c - timers: order, one-shot and repeating, stopping inside callbacks,
+ * deadlines a second or more away (the epoll backend keeps those in a timerfd). */
 #include "harness.h"
 
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #define NT 100000
 
@@ -121,6 +128,155 @@ static void test_bad_input(void **state)
     th_loop_free(loop);
 }
 
+/* ---- far deadlines ---------------------------------------------------------------------
+ * A thread posts `action` to the loop 150 ms in, while the loop sleeps towards a far
+ * deadline, and posts `give_up` if the loop still runs after 6 s (so a deadline the loop
+ * lost cannot hang the test). */
+typedef struct far_ctx {
+    rill_loop *loop;
+    rill_timer *first, *second;
+    uint64_t t0, posted_at, first_at, second_at; /* CLOCK_MONOTONIC ms, like the loop's */
+    int first_fired, second_fired, gave_up;
+    bool timerfd_armed; /* seen from the posted action: the epoll backend armed a timerfd */
+    void (*action)(void *);
+    atomic_bool done;
+} far_ctx;
+
+static void far_first_cb(rill_timer *t, void *arg)
+{
+    (void)t;
+    far_ctx *c = arg;
+    c->first_fired++;
+    c->first_at = th_now_ms();
+    rill_timer_stop(c->second);
+    c->second = NULL;
+}
+
+static void far_second_cb(rill_timer *t, void *arg)
+{
+    (void)t;
+    far_ctx *c = arg;
+    c->second_fired++;
+    c->second_at = th_now_ms();
+    rill_timer_stop(c->first);
+    c->first = NULL;
+}
+
+static void far_give_up(void *arg)
+{
+    far_ctx *c = arg;
+    c->gave_up = 1;
+    rill_timer_stop(c->first);
+    rill_timer_stop(c->second);
+    c->first = c->second = NULL;
+}
+
+static void *far_thread(void *arg)
+{
+    far_ctx *c = arg;
+    usleep(150 * 1000);
+    rill_loop_post(c->loop, c->action, c);
+    for (int i = 0; i < 600 && !atomic_load(&c->done); i++)
+        usleep(10 * 1000);
+    if (!atomic_load(&c->done))
+        rill_loop_post(c->loop, far_give_up, c);
+    return NULL;
+}
+
+/* Whether this process has a timerfd whose it_value is non-zero (from /proc/self/fdinfo). */
+static bool timerfd_armed(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    bool armed = false;
+    struct dirent *e;
+    while (d && !armed && (e = readdir(d))) {
+        char path[300], link[64] = "", line[128];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0 || !strstr(link, "timerfd"))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof line, f))
+            if (strncmp(line, "it_value:", 9) == 0)
+                armed = !strstr(line, "(0, 0)");
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return armed;
+}
+
+static void far_run(far_ctx *c)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, far_thread, c), 0);
+    rill_loop_run(c->loop, RILL_RUN_DEFAULT); /* ends when both timers are gone */
+    atomic_store(&c->done, true);
+    pthread_join(th, NULL);
+    rill_loop_run(c->loop, RILL_RUN_NOWAIT); /* a give_up posted just before done */
+    assert_int_equal(c->gave_up, 0);
+}
+
+/* From the post: a deadline earlier than the one the loop sleeps towards. */
+static void far_bring_forward(void *arg)
+{
+    far_ctx *c = arg;
+    c->posted_at = rill_loop_now(c->loop); /* what the new deadline counts from */
+    c->timerfd_armed = timerfd_armed();
+    c->second = rill_timer_start(c->loop, 1100, 0, far_second_cb, c);
+    assert_non_null(c->second);
+}
+
+static void test_far_deadline_brought_forward(void **state)
+{
+    (void)state;
+    far_ctx *c = calloc(1, sizeof *c);
+    c->loop = th_loop_new();
+    c->action = far_bring_forward;
+    c->t0 = th_now_ms();
+    c->first = rill_timer_start(c->loop, 4000, 0, far_first_cb, c);
+    assert_non_null(c->first);
+    far_run(c);
+    /* the later timer never fired: the new, earlier deadline woke the loop */
+    assert_int_equal(c->second_fired, 1);
+    assert_int_equal(c->first_fired, 0);
+    assert_true(c->second_at >= c->posted_at + 1100);
+    assert_true(c->second_at < c->t0 + 4000);
+    if (strcmp(rill_loop_backend(c->loop), "epoll") == 0)
+        assert_true(c->timerfd_armed); /* the loop slept on the timerfd, not a timeout */
+    th_loop_free(c->loop);
+    free(c);
+}
+
+/* From the post: the deadline the loop sleeps towards moves later (as an inactivity
+ * timeout does on activity), so the timerfd fires early and the loop must sleep again. */
+static void far_push_back(void *arg)
+{
+    far_ctx *c = arg;
+    c->posted_at = rill_loop_now(c->loop); /* what the new deadline counts from */
+    rill_timer_stop(c->first);
+    c->first = rill_timer_start(c->loop, 2500, 0, far_first_cb, c);
+    assert_non_null(c->first);
+}
+
+static void test_far_deadline_pushed_back(void **state)
+{
+    (void)state;
+    far_ctx *c = calloc(1, sizeof *c);
+    c->loop = th_loop_new();
+    c->action = far_push_back;
+    c->t0 = th_now_ms();
+    c->first = rill_timer_start(c->loop, 1100, 0, far_first_cb, c);
+    assert_non_null(c->first);
+    far_run(c);
+    assert_int_equal(c->first_fired, 1); /* once, at the later deadline */
+    assert_true(c->first_at >= c->posted_at + 2500);
+    th_loop_free(c->loop);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +284,8 @@ int main(void)
         cmocka_unit_test(test_stop_inside_callbacks),
         cmocka_unit_test(test_zero_repeat_does_not_starve),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_far_deadline_brought_forward),
+        cmocka_unit_test(test_far_deadline_pushed_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
