@@ -21,12 +21,14 @@ typedef struct {
 
 typedef enum {
     RILL_RUN_DEFAULT = 0, /* until nothing active is left, or rill_loop_stop */
-    RILL_RUN_ONCE,        /* one iteration, waiting for I/O if nothing is ready */
+    RILL_RUN_ONCE,        /* one iteration, waiting for I/O if nothing is ready; it may
+                             end with no callback run (a signal, an internal wake-up) */
     RILL_RUN_NOWAIT,      /* one iteration without waiting */
 } rill_run_mode;
 
 /* A new loop.  opts NULL: defaults.  NULL with errno EINVAL for an unknown backend,
- * ENOSYS for one this machine lacks, ENOMEM, or the poller's own error. */
+ * ENOSYS for one this machine lacks, ENOMEM, or the poller's own error.  The loop's fds
+ * are close-on-exec; a child made by fork(2) must not use the parent's loops. */
 RILL_API rill_loop *rill_loop_new(const rill_loop_opts *opts);
 /* The process-wide loop, created on first call (thread-safe); NULL and errno on failure.
  * rill_loop_free on it is allowed; the next call then makes a new one. */

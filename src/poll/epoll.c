@@ -18,11 +18,24 @@
 typedef struct {
     rill_loop *loop;
     int epfd;
-    int tfd;         /* the timerfd, made on first use; -1: none yet (or none possible) */
-    bool tfd_failed; /* could not make it: timeouts go to epoll_wait */
+    int tfd;          /* the timerfd; -1: none could be made (timeouts go to epoll_wait) */
     uint64_t tfd_due; /* when it fires (loop clock, ms); 0: not armed */
     struct epoll_event ev[MAX_EVENTS];
 } ep_state;
+
+/* Makes the timerfd and adds it to the set.  If either fails, the loop works without it:
+ * timeouts go to epoll_wait as before. */
+static void tfd_open(ep_state *s)
+{
+    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    struct epoll_event e = {0};
+    e.events = EPOLLIN;
+    e.data.ptr = &s->tfd;
+    if (s->tfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->tfd, &e) < 0) {
+        close(s->tfd);
+        s->tfd = -1;
+    }
+}
 
 static int ep_init(rill_loop *loop, void **state)
 {
@@ -31,7 +44,6 @@ static int ep_init(rill_loop *loop, void **state)
         return RILL_ENOMEM;
     s->loop = loop;
     s->tfd = -1;
-    s->tfd_failed = false;
     s->tfd_due = 0;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (s->epfd < 0) {
@@ -39,6 +51,8 @@ static int ep_init(rill_loop *loop, void **state)
         rill__free(s);
         return err;
     }
+    tfd_open(s); /* made now, not at the first far deadline: a full fd table then could
+                  * take it away for good, or it could take the slot an accept needed */
     *state = s;
     return 0;
 }
@@ -66,27 +80,10 @@ static int ep_set(void *state, rill__io *io, unsigned mask)
     return rill__errno();
 }
 
-/* Makes the timerfd and adds it to the set; false if either fails (then timeouts go to
- * epoll_wait as before, and it is not tried again). */
-static bool tfd_open(ep_state *s)
-{
-    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    struct epoll_event e = {0};
-    e.events = EPOLLIN;
-    e.data.ptr = &s->tfd;
-    if (s->tfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->tfd, &e) == 0)
-        return true;
-    if (s->tfd >= 0)
-        close(s->tfd);
-    s->tfd = -1;
-    s->tfd_failed = true;
-    return false;
-}
-
 /* The timeout epoll_wait gets for timeout_ms: -1 when the timerfd holds the deadline. */
 static int far_timeout(ep_state *s, int timeout_ms)
 {
-    if (s->tfd < 0 && (s->tfd_failed || !tfd_open(s)))
+    if (s->tfd < 0)
         return timeout_ms;
     uint64_t due = rill__now(s->loop) + (uint64_t)timeout_ms;
     if (s->tfd_due && s->tfd_due <= due)
@@ -109,7 +106,6 @@ static void tfd_fired(ep_state *s)
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->tfd, NULL);
     close(s->tfd);
     s->tfd = -1;
-    s->tfd_failed = true;
 }
 
 static int ep_wait(void *state, int timeout_ms)
