@@ -222,6 +222,30 @@ static void far_run(far_ctx *c)
     assert_int_equal(c->gave_up, 0);
 }
 
+/* A loop with one timer `first_ms` away, run while the thread posts `action`.  The
+ * returned context says what happened; late: the thread stalled until the timer the action
+ * changes had fired, so there is nothing to check. */
+static far_ctx *far_start(const char *name, void (*action)(void *), uint64_t first_ms)
+{
+    far_ctx *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->loop = th_loop_new();
+    c->action = action;
+    c->t0 = th_now_ms();
+    c->first = rill_timer_start(c->loop, first_ms, 0, far_first_cb, c);
+    assert_non_null(c->first);
+    far_run(c);
+    if (c->late)
+        print_message("%s: the post came late; not checked\n", name);
+    return c;
+}
+
+static void far_free(far_ctx *c)
+{
+    th_loop_free(c->loop);
+    free(c);
+}
+
 /* From the post: a deadline earlier than the one the loop sleeps towards. */
 static void far_bring_forward(void *arg)
 {
@@ -239,28 +263,17 @@ static void far_bring_forward(void *arg)
 static void test_far_deadline_brought_forward(void **state)
 {
     (void)state;
-    far_ctx *c = calloc(1, sizeof *c);
-    c->loop = th_loop_new();
-    c->action = far_bring_forward;
-    c->t0 = th_now_ms();
-    c->first = rill_timer_start(c->loop, 4000, 0, far_first_cb, c);
-    assert_non_null(c->first);
-    far_run(c);
-    if (c->late) { /* the thread stalled for 3.8 s */
-        print_message("far_deadline_brought_forward: the post came late; not checked\n");
-        th_loop_free(c->loop);
-        free(c);
-        return;
+    far_ctx *c = far_start("far_deadline_brought_forward", far_bring_forward, 4000);
+    if (!c->late) {
+        /* the later timer never fired: the new, earlier deadline woke the loop */
+        assert_int_equal(c->second_fired, 1);
+        assert_int_equal(c->first_fired, 0);
+        assert_true(c->second_at >= c->posted_at + 1100);
+        assert_true(c->second_at < c->t0 + 4000);
+        if (strcmp(rill_loop_backend(c->loop), "epoll") == 0)
+            assert_true(c->timerfd_armed); /* it slept on the timerfd, not a timeout */
     }
-    /* the later timer never fired: the new, earlier deadline woke the loop */
-    assert_int_equal(c->second_fired, 1);
-    assert_int_equal(c->first_fired, 0);
-    assert_true(c->second_at >= c->posted_at + 1100);
-    assert_true(c->second_at < c->t0 + 4000);
-    if (strcmp(rill_loop_backend(c->loop), "epoll") == 0)
-        assert_true(c->timerfd_armed); /* the loop slept on the timerfd, not a timeout */
-    th_loop_free(c->loop);
-    free(c);
+    far_free(c);
 }
 
 /* From the post: the deadline the loop sleeps towards moves later (as an inactivity
@@ -281,23 +294,12 @@ static void far_push_back(void *arg)
 static void test_far_deadline_pushed_back(void **state)
 {
     (void)state;
-    far_ctx *c = calloc(1, sizeof *c);
-    c->loop = th_loop_new();
-    c->action = far_push_back;
-    c->t0 = th_now_ms();
-    c->first = rill_timer_start(c->loop, 2000, 0, far_first_cb, c);
-    assert_non_null(c->first);
-    far_run(c);
-    if (c->late) { /* the thread stalled for 1.8 s: nothing was pushed back */
-        print_message("far_deadline_pushed_back: the post came late; not checked\n");
-        th_loop_free(c->loop);
-        free(c);
-        return;
+    far_ctx *c = far_start("far_deadline_pushed_back", far_push_back, 2000);
+    if (!c->late) {
+        assert_int_equal(c->first_fired, 1); /* once, at the later deadline */
+        assert_true(c->first_at >= c->posted_at + 3000);
     }
-    assert_int_equal(c->first_fired, 1); /* once, at the later deadline */
-    assert_true(c->first_at >= c->posted_at + 3000);
-    th_loop_free(c->loop);
-    free(c);
+    far_free(c);
 }
 
 int main(void)
