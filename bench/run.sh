@@ -209,8 +209,11 @@ run_pingpong() {
 }
 
 # A paired run's two ratios, rill's side over the peer's: KEY.cpu (CPU per unit of work)
-# and KEY.RATE (throughput); sets cr and mr for the caller's progress line.
+# and KEY.RATE (throughput); sets cr and mr for the caller's progress line.  Fails, and
+# records nothing, when a value is missing or the peer's is zero.
 put_ratios() { # KEY RATE CPU_A CPU_B RATE_A RATE_B
+    for v in "$3" "$4" "$5" "$6"; do [ -n "$v" ] || return 1; done
+    [ "$4" != 0 ] && [ "$6" != 0 ] || return 1
     cr=$(awk -v a="$3" -v b="$4" 'BEGIN { printf "%.4f", a / b }')
     mr=$(awk -v a="$5" -v b="$6" 'BEGIN { printf "%.4f", a / b }')
     put "$1.cpu" "$cr"
@@ -265,12 +268,11 @@ run_paired() {
                     ub=$(val "$ob" server_cpu_ns_per_msg)
                     ma=$(val "$oa" msgs_per_s)
                     mb=$(val "$ob" msgs_per_s)
-                    if [ -z "$ua" ] || [ -z "$ub" ] || [ -z "$ma" ] || [ -z "$mb" ]; then
+                    if ! put_ratios "$key.$peer.$c" mps "$ua" "$ub" "$ma" "$mb"; then
                         say "   $side+$peer conns=$c run $r: FAILED (see $LOG)"
                         r=$((r + 1))
                         continue
                     fi
-                    put_ratios "$key.$peer.$c" mps "$ua" "$ub" "$ma" "$mb"
                     echo "   run $r conns=$c $side+$peer: server CPU/msg $side/$peer ${cr}, msgs/s $side/$peer ${mr}" >&2
                     r=$((r + 1))
                 done
@@ -532,13 +534,12 @@ run_pump_paired() {
                 ma=$(val "$(cat "$TMP/sa")" mb_per_s)
                 mb=$(val "$(cat "$TMP/sb")" mb_per_s)
                 log "pumppair $side+$peer run=$r: $side received=$ga cpu_ns=$ca mb_per_s=$ma; $peer received=$gb cpu_ns=$cb mb_per_s=$mb"
-                if [ "$ga" != $bytes ] || [ "$gb" != $bytes ] || [ -z "$ca" ] || [ -z "$cb" ] ||
-                    [ -z "$ma" ] || [ -z "$mb" ] || [ "$cb" = 0 ]; then
+                if [ "$ga" != $bytes ] || [ "$gb" != $bytes ] ||
+                    ! put_ratios "$key.$peer" mbs "$ca" "$cb" "$ma" "$mb"; then
                     say "   $side+$peer run $r: FAILED (see $LOG)"
                     r=$((r + 1))
                     continue
                 fi
-                put_ratios "$key.$peer" mbs "$ca" "$cb" "$ma" "$mb"
                 echo "   run $r $side+$peer: receiver CPU per byte $side/$peer $cr, MB/s $side/$peer $mr" >&2
                 r=$((r + 1))
             done

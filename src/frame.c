@@ -145,11 +145,9 @@ static int check(rill_stream *s, rill_frame_fn *cb)
     return s->x || rill__stream_sx(s) ? 0 : RILL_ENOMEM; /* no call once it exists */
 }
 
-static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb, void *arg)
+/* A fresh request's fields (the delimiter, if any, is the caller's to set). */
+static inline void fill(rill__freq *q, int kind, size_t n, rill_frame_fn *cb, void *arg)
 {
-    rill__freq *q = freq_get(s);
-    if (!q)
-        return NULL;
     q->kind = kind;
     q->n = n;
     q->resume = 0;
@@ -157,6 +155,20 @@ static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb
     q->arg = arg;
     q->re = NULL;
     q->delim = NULL;
+}
+
+/* A one-byte delimiter, the line case: kept inline, a store rather than a memcpy. */
+static inline void delim1(rill__freq *q, const void *delim)
+{
+    q->idelim[0] = *(const char *)delim;
+    q->delim = q->idelim;
+}
+
+static rill__freq *prepare(rill_stream *s, int kind, size_t n, rill_frame_fn *cb, void *arg)
+{
+    rill__freq *q = freq_get(s);
+    if (q)
+        fill(q, kind, n, cb, arg);
     return q;
 }
 
@@ -211,9 +223,8 @@ __attribute__((noinline)) static int until_request(rill_stream *s, const void *d
     rill__freq *q = prepare(s, F_UNTIL, dlen, cb, arg);
     if (!q)
         return RILL_ENOMEM;
-    if (dlen == 1) { /* lines: a store, not a call to memcpy */
-        q->idelim[0] = *(const char *)delim;
-        q->delim = q->idelim;
+    if (dlen == 1) {
+        delim1(q, delim);
     } else {
         q->delim = dlen <= INLINE_DELIM ? q->idelim : rill__malloc(dlen);
         if (!q->delim) {
@@ -231,14 +242,8 @@ int rill_stream_read_until(rill_stream *s, const void *delim, size_t dlen, rill_
     rill__freq *q;
     if (dlen != 1 || !delim || !(q = rearm_fast(s, cb)))
         return until_request(s, delim, dlen, cb, arg);
-    q->kind = F_UNTIL;
-    q->n = 1;
-    q->resume = 0;
-    q->cb = cb;
-    q->arg = arg;
-    q->re = NULL;
-    q->idelim[0] = *(const char *)delim;
-    q->delim = q->idelim;
+    fill(q, F_UNTIL, 1, cb, arg);
+    delim1(q, delim);
     rill__list_insert_tail(&s->x->frames, &q->link);
     return 0;
 }

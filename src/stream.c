@@ -1021,6 +1021,8 @@ int rill_stream_write(rill_stream *s, const void *data, size_t len, rill_done_fn
         return RILL_EINVAL;
     struct iovec iov = {(void *)data, len};
     if (s && !cb && len && write_fast(s)) {
+        /* fd_writev's two cases by hand: called, it stays out of line (+30 instructions
+         * per echoed message, callgrind) */
         ssize_t r = s->tp->flags & RILL__TP_SOCKET ? sock_send(s->io.fd, data, len)
                                                    : raw_writev(s->io.fd, &iov, 1);
         if (r == (ssize_t)len) {
