@@ -16,9 +16,11 @@
 #               window bracketed by the client's exact message counts, and the same with
 #               perf's syscall tracepoints when perf works (no ptrace slow-down)
 #   callgrind   user-space instructions per message at 100 connections (valgrind)
-#   pump        2 GiB over one connection into rill (both backends), libuv and a blocking
-#               read loop
-#   pumppair    rill's receiver and one peer's (the blocking loop, libuv) at the same time,
+#   pump        2 GiB over one connection into rill (both backends), libuv, a blocking
+#               read loop (the limit) and a hand-written epoll receiver (the limit of any
+#               readiness-based receiver), the order rotated from run to run
+#   pumppair    rill's receiver and one peer's (the blocking loop, the epoll receiver,
+#               libuv) at the same time,
 #               1 GiB each, receivers sharing one CPU and senders the other: the ratio of
 #               their CPU per byte (getrusage), steady where throughput swings
 #   idle        server VmRSS growth per idle connection, 10,000 connections
@@ -432,17 +434,17 @@ pump_backend() { if [ "$1" = uring ]; then echo uring; fi; }
 
 run_pump() {
     recvs=""
-    for r in block rill uring uv; do
+    for r in block epoll rill uring uv; do
         if [ $r = uring ]; then
             [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && recvs="$recvs uring"
             continue
         fi
         [ -x "$B/pump_$r" ] && recvs="$recvs $r"
     done
-    say "== pump: 2 GiB in 64 KiB writes into:$recvs; $RUNS runs"
+    say "== pump: 2 GiB in 64 KiB writes into:$recvs; $RUNS runs (order rotated each run)"
     r=1
     while [ $r -le "$RUNS" ]; do
-        for p in $recvs; do
+        for p in $(rotate $((r - 1)) $recvs); do
             next_port
             env RILL_BACKEND="$(pump_backend $p)" taskset -c $S_CPU "$(pump_exe $p)" $PORT \
                 >"$TMP/recv" 2>>"$LOG" &
@@ -500,11 +502,11 @@ run_pump_paired() {
     [ -x "$B/pump_rill" ] && sides=rill
     [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && sides="$sides uring"
     bytes=1073741824
-    say "== paired pump: $sides with the blocking loop and libuv at once, 1 GiB each; $PAIR_RUNS runs"
+    say "== paired pump: $sides with the blocking loop, the epoll receiver and libuv at once, 1 GiB each; $PAIR_RUNS runs"
     for side in $sides; do
         key=ppair
         [ $side = uring ] && key=ppairu
-        for peer in block uv; do
+        for peer in block epoll uv; do
             [ -x "$B/pump_$peer" ] || continue
             r=1
             while [ $r -le "$PAIR_RUNS" ]; do
@@ -720,25 +722,31 @@ report() {
             print ""
         }
         if ("pump.block" in v || "pump.rill" in v) {
-            print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | libuv | rill on uring | rill/limit | rill/libuv | uring/limit |"
-            print "|---|---:|---:|---:|---:|---:|---:|---:|"
-            print "| MB/s (higher better) | " cell("pump.rill") " | " cell("pump.block") " | " cell("pump.uv") \
-                " | " cell("pump.uring") " | " ratio("pump.rill", "pump.block", 1) " | " ratio("pump.rill", "pump.uv", 1) \
+            print "| pump, 2 GiB, 64 KiB writes | rill | blocking read (limit) | epoll receiver | libuv | rill on uring | rill/limit | rill/epoll | rill/libuv | uring/limit |"
+            print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            print "| MB/s (higher better) | " cell("pump.rill") " | " cell("pump.block") " | " cell("pump.epoll") \
+                " | " cell("pump.uv") " | " cell("pump.uring") " | " ratio("pump.rill", "pump.block", 1) \
+                " | " ratio("pump.rill", "pump.epoll", 1) " | " ratio("pump.rill", "pump.uv", 1) \
                 " | " ratio("pump.uring", "pump.block", 1) " |"
             if ("pumpsys.rill" in v || "pumpsys.block" in v)
                 print "| syscalls per 64 KiB (lower better) | " cell("pumpsys.rill") " | " cell("pumpsys.block") \
-                    " | " cell("pumpsys.uv") " | " cell("pumpsys.uring") " | " ratio("pumpsys.rill", "pumpsys.block") \
+                    " | " cell("pumpsys.epoll") " | " cell("pumpsys.uv") " | " cell("pumpsys.uring") \
+                    " | " ratio("pumpsys.rill", "pumpsys.block") " | " ratio("pumpsys.rill", "pumpsys.epoll") \
                     " | " ratio("pumpsys.rill", "pumpsys.uv") " | " ratio("pumpsys.uring", "pumpsys.block") " |"
             print ""
         }
         if ("ppair.block.cpu" in v || "ppair.uv.cpu" in v) {
-            print "| paired pump: the rill receiver and the peer receiver at the same time, 1 GiB each; rill / peer, median (min-max) | vs blocking read (limit) | vs libuv |"
-            print "|---|---:|---:|"
-            print "| receiver CPU per byte (lower better) | " pcell("ppair.block.cpu") " | " pcell("ppair.uv.cpu") " |"
-            print "| MB/s (higher better; the senders share a CPU) | " pcell("ppair.block.mbs") " | " pcell("ppair.uv.mbs") " |"
+            print "| paired pump: the rill receiver and the peer receiver at the same time, 1 GiB each; rill / peer, median (min-max) | vs blocking read (limit) | vs epoll receiver | vs libuv |"
+            print "|---|---:|---:|---:|"
+            print "| receiver CPU per byte (lower better) | " pcell("ppair.block.cpu") " | " pcell("ppair.epoll.cpu") \
+                " | " pcell("ppair.uv.cpu") " |"
+            print "| MB/s (higher better; the senders share a CPU) | " pcell("ppair.block.mbs") " | " \
+                pcell("ppair.epoll.mbs") " | " pcell("ppair.uv.mbs") " |"
             if ("ppairu.block.cpu" in v || "ppairu.uv.cpu" in v) {
-                print "| rill on uring: receiver CPU per byte (lower better) | " pcell("ppairu.block.cpu") " | " pcell("ppairu.uv.cpu") " |"
-                print "| rill on uring: MB/s (higher better) | " pcell("ppairu.block.mbs") " | " pcell("ppairu.uv.mbs") " |"
+                print "| rill on uring: receiver CPU per byte (lower better) | " pcell("ppairu.block.cpu") " | " \
+                    pcell("ppairu.epoll.cpu") " | " pcell("ppairu.uv.cpu") " |"
+                print "| rill on uring: MB/s (higher better) | " pcell("ppairu.block.mbs") " | " \
+                    pcell("ppairu.epoll.mbs") " | " pcell("ppairu.uv.mbs") " |"
             }
             print ""
         }
