@@ -17,6 +17,7 @@ enum {
     RILL__UR_RECV = 2, /* a stream's multishot receive: the stream pointer */
     RILL__UR_SEND = 3, /* a stream's send: the stream pointer */
     RILL__UR_NOP = 4,  /* a cancel request: nothing to do with its completion */
+    RILL__UR_TIMEOUT = 5, /* the loop's far deadline (poll/uring.c) */
     RILL__UR_TAGS = 7
 };
 

@@ -1,5 +1,6 @@
 /* tests/test_timer.c - timers: order, one-shot and repeating, stopping inside callbacks,
- * deadlines a second or more away (the epoll backend keeps those in a timerfd). */
+ * deadlines a second or more away (the epoll backend keeps those in a timerfd, the uring
+ * backend in a timeout entry held in the ring). */
 #include "harness.h"
 
 #include <dirent.h>
@@ -277,7 +278,8 @@ static void test_far_deadline_brought_forward(void **state)
 }
 
 /* From the post: the deadline the loop sleeps towards moves later (as an inactivity
- * timeout does on activity), so the timerfd fires early and the loop must sleep again. */
+ * timeout does on activity), so the timerfd (or the ring's timeout entry) fires early and
+ * the loop must sleep again. */
 static void far_push_back(void *arg)
 {
     far_ctx *c = arg;
