@@ -572,7 +572,7 @@ static void test_rearm_changes_kind_and_delimiter(void **state)
     /* the one-byte reads follow a "\r\n" request and meet a '\r': they are not lines */
     send_raw(p[0], "ab\ncd;efgh\r\nXYz\r\n0123" BIGDELIM "tail\n");
     TH_RUN_UNTIL(loop, c.f.n == 9, 5000);
-    const char *want[] = {"ab\n", "cd;", "efg", "h\r\n", "X", "Y", "z\r\n", "0123" BIGDELIM,
+    const char *want[] = {"ab\n", "cd;", "efg", "h\r\n", "X", "Y", "z\r\n", ("0123" BIGDELIM),
                           "tail\n"};
     assert_frames(&c, want, 9);
     for (int i = 0; i < c.nrc; i++)
@@ -702,7 +702,7 @@ static void test_rearm_with_delimiters_split_between_reads(void **state)
     TH_RUN_UNTIL(loop, c.f.n == 4 && rill__in_len(p[1]) == 16, 5000);
     send_raw(p[0], ">>>>>>x\n");
     TH_RUN_UNTIL(loop, c.f.n == 6, 5000);
-    const char *want[] = {"aa\r\n", "bb\r\n", "cc\r\n", "dd\n", "ee" BIGDELIM, "x\n"};
+    const char *want[] = {"aa\r\n", "bb\r\n", "cc\r\n", "dd\n", ("ee" BIGDELIM), "x\n"};
     assert_frames(&c, want, 6);
     rill_stream_close(p[0]);
     rill_stream_close(p[1]);
