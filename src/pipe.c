@@ -5,8 +5,8 @@
  * (CLOCK_MONOTONIC, so a wall-clock jump changes no timeout).  Each side counts its
  * sleepers that no broadcast has reached yet, and the other side signals only while that
  * count is not zero; a call that must wait spins briefly before it sleeps when the other
- * side runs on another CPU (pause_on says why): in a busy stream neither side makes a
- * system call. */
+ * side runs on another CPU, and yields when it waits for this one (pause_on says why):
+ * in a busy stream neither side makes a system call. */
 #include "pipe.h"
 
 #include <limits.h>
@@ -55,6 +55,7 @@ typedef struct {
     struct timespec at;
     bool forever;
     long spin_ns;
+    unsigned yields; /* sched_yield calls left (yield_first) */
 } deadline;
 
 /* How the threads of one end wait: readers for data, EOF or close; writers for room or
@@ -72,6 +73,8 @@ typedef struct {
     unsigned spin_skip; /* waits left that sleep without spinning, after a spin in vain */
     unsigned backoff;   /* spin_skip after the next spin in vain: doubles while they fail */
     int cpu;            /* the CPU this end last ran on, -1 when unknown */
+    bool waking;        /* its sleepers were woken and none has run since: it comes soon */
+    unsigned shared;    /* waits in a row that found the other end on this CPU (yield_first) */
 } waiters;
 
 struct rill_pipe {
@@ -141,6 +144,12 @@ static void unlock(rill_pipe *p)
 #define SPIN_NS 20000L
 #endif
 #define SPIN_BACKOFF_MAX 64u
+#define YIELDS_MAX 4u
+#define YIELD_SLEEP_EVERY 8u
+#define LOCK_TRIES 128u
+#ifndef WAKE_SPIN_NS
+#define WAKE_SPIN_NS 100000L
+#endif
 
 static void cpu_relax(void)
 {
@@ -166,6 +175,23 @@ static bool spin_allowed(void)
         atomic_store_explicit(&spin_ok, ok, memory_order_relaxed);
     }
     return ok;
+}
+
+/* Takes the lock, trying for a while (about 13 us on the 2-core VM of bench/) before
+ * sleeping on it.  Holds are short, but glibc's adaptive mutex gives up after a
+ * microsecond or two, and on a VM a thread that sleeps on the mutex wakes 40 us or more
+ * after the holder lets go: most of the context switches of a slow bench/pipe run were
+ * such sleeps.  Not on one CPU, where the holder cannot run while we try. */
+static void lock(rill_pipe *p)
+{
+    if (spin_allowed())
+        for (unsigned i = 0; i < LOCK_TRIES; i++) {
+            if (pthread_mutex_trylock(&p->mu) == 0)
+                return;
+            for (unsigned j = 0; j < 4; j++)
+                cpu_relax();
+        }
+    pthread_mutex_lock(&p->mu);
 }
 
 /* Lock held.  Called wherever a sleeper may have something new to look at. */
@@ -203,6 +229,7 @@ static bool spin_for_change(rill_pipe *p, unsigned long was, long *budget)
 static void deadline_set(deadline *d, int64_t ms)
 {
     d->spin_ns = spin_allowed() ? SPIN_NS : 0;
+    d->yields = YIELDS_MAX;
     d->forever = ms < 0;
     if (d->forever)
         return;
@@ -250,14 +277,19 @@ static void note_cpu(waiters *me)
  *     reader that finds the buffer empty then must spin too, not sleep;
  *   - the spins of this end have not been failing: after a spin that saw nothing move,
  *     the next waits sleep at once, 1, 2, 4... up to SPIN_BACKOFF_MAX of them while the
- *     failures go on.
+ *     failures go on.  Except while the other end was woken and has not run yet: it
+ *     comes, though a VM may take 40 us or more to run it, so the spin may last up to
+ *     WAKE_SPIN_NS, and if it is still in vain, that is no failure.  Counted as one, such
+ *     spins set off the back-off, whose sleeps made the other end's spins fail in turn:
+ *     in bench/pipe both ends then slept at every hand-over.
  * Once a pause sleeps instead, the rest of the call does too. */
 static bool spin_first(waiters *me, const waiters *other, deadline *d)
 {
     if (d->spin_ns <= 0)
         return false;
-    bool ok = !me->spinning && !me->spin_skip && (other->cpu < 0 || other->cpu != this_cpu());
-    if (me->spin_skip)
+    bool ok = !me->spinning && (other->waking || !me->spin_skip) &&
+              (other->cpu < 0 || other->cpu != this_cpu());
+    if (me->spin_skip && !other->waking)
         me->spin_skip--;
     if (!ok)
         d->spin_ns = 0;
@@ -266,21 +298,49 @@ static bool spin_first(waiters *me, const waiters *other, deadline *d)
 
 /* Lock held: spins with the lock released until the pipe changes or the call's spin time
  * is used up. */
-static void spin(rill_pipe *p, waiters *me, deadline *d)
+static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
 {
     unsigned long was = atomic_load_explicit(&p->seq, memory_order_relaxed);
+    bool coming = other->waking;
+    long budget = coming ? RILL__MAX(d->spin_ns, WAKE_SPIN_NS) : d->spin_ns;
     me->spinning = true;
     unlock(p);
-    bool moved = spin_for_change(p, was, &d->spin_ns);
-    pthread_mutex_lock(&p->mu);
+    bool moved = spin_for_change(p, was, &budget);
+    lock(p);
     me->spinning = false;
     if (moved) {
         me->backoff = 1;
+        if (!coming)
+            d->spin_ns = budget;
+    } else if (coming) {
+        d->spin_ns = 0; /* it was woken, not slow: no back-off, but this call sleeps now */
     } else {
         me->spin_skip = me->backoff;
         me->backoff = RILL__MIN(2 * me->backoff, SPIN_BACKOFF_MAX);
         d->spin_ns = 0;
     }
+}
+
+/* Whether this pause yields the CPU instead of sleeping (lock held): when the other end
+ * last ran on this CPU and none of its threads sleeps in the pipe, it is waiting for this
+ * very CPU.  The scheduler may put a reader and a writer on one CPU and keep them there
+ * while the other CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn,
+ * two context switches per write (0.1-2 GB/s instead of 13-18, in about half the runs).
+ * A yield lets the other end run on until it must wait itself, so each hand-over moves
+ * the buffer whole.  Yet a sleep is what lets the scheduler move a woken thread to an
+ * idle CPU, where the two spin instead (zero-copy hand-overs ran 4x faster so): so one
+ * such wait in YIELD_SLEEP_EVERY still sleeps.  At most YIELDS_MAX yields per call: if
+ * the other end is busy elsewhere, the call sleeps after them. */
+static bool yield_first(waiters *me, const waiters *other, deadline *d)
+{
+    if (other->cpu < 0 || other->cpu != this_cpu()) {
+        me->shared = 0;
+        return false;
+    }
+    if (!d->yields || me->spinning || other->sleepers || me->shared++ % YIELD_SLEEP_EVERY == 0)
+        return false;
+    d->yields--;
+    return true;
 }
 
 /* Sleeps on me->cond with the lock held, counted in *sleepers (me->sleepers, or the
@@ -298,8 +358,15 @@ static void spin(rill_pipe *p, waiters *me, deadline *d)
 static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
 {
     int rc;
-    if (spin_first(me, me == &p->r ? &p->w : &p->r, d)) {
-        spin(p, me, d);
+    const waiters *other = me == &p->r ? &p->w : &p->r;
+    if (spin_first(me, other, d)) {
+        spin(p, me, other, d);
+        return false;
+    }
+    if (yield_first(me, other, d)) {
+        unlock(p);
+        sched_yield();
+        lock(p);
         return false;
     }
     pay_wakes(p);  /* before we sleep: nobody else would make them */
@@ -308,6 +375,7 @@ static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
         rc = pthread_cond_wait(&me->cond, &p->mu);
     else
         rc = pthread_cond_timedwait(&me->cond, &p->mu, &d->at);
+    me->waking = false; /* one of this end runs again */
     return rc == ETIMEDOUT;
 }
 
@@ -510,6 +578,7 @@ static void wake_rsleepers(rill_pipe *p)
 {
     if (p->r.sleepers) {
         p->r.sleepers = 0;
+        p->r.waking = true;
         p->owed |= WAKE_R;
     }
 }
@@ -517,6 +586,8 @@ static void wake_rsleepers(rill_pipe *p)
 /* The same for writers and flushers, who share a condition variable. */
 static void wake_wsleepers(rill_pipe *p)
 {
+    if (p->w.sleepers || p->fsleepers)
+        p->w.waking = true;
     p->w.sleepers = p->fsleepers = 0;
     p->owed |= WAKE_W;
 }
@@ -654,7 +725,7 @@ void rill_pipe_close(rill_pipe *p)
 {
     seg *gone = NULL;
     visit v;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     if (p->closed) {
         unlock(p);
         return;
@@ -734,7 +805,7 @@ static ssize_t write_any(rill_pipe *p, const void *data, size_t len, rill_bytes 
     ssize_t rc;
     deadline d;
     deadline_set(&d, p->timeout_ms);
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     note_cpu(&p->w);
     for (bool late = false;; late = pause_on(p, &p->w, &p->w.sleepers, &d)) {
         if ((rc = write_refused(p)) || !len)
@@ -773,7 +844,7 @@ int rill_pipe_write_bytes(rill_pipe *p, rill_bytes *b)
 int rill_pipe_write_eof(rill_pipe *p)
 {
     int rc = 0;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     if (p->closed) {
         rc = RILL_EPIPE;
     } else if (!p->eof) {
@@ -792,7 +863,7 @@ static int flush_until(rill_pipe *p, waitmode m, int64_t ms)
     int rc = 0;
     deadline d;
     deadline_set(&d, ms);
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     for (bool late = false;; late = pause_on(p, &p->w, &p->fsleepers, &d)) {
         if (p->closed) {
             rc = RILL_EPIPE;
@@ -828,7 +899,7 @@ int rill_pipe_write_wait(rill_pipe *p, int64_t timeout_ms)
     int rc;
     deadline d;
     deadline_set(&d, wait_ms(p, timeout_ms));
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     for (bool late = false;; late = pause_on(p, &p->w, &p->w.sleepers, &d)) {
         if ((rc = write_refused(p)) || has_room(p))
             break;
@@ -844,7 +915,7 @@ int rill_pipe_write_wait(rill_pipe *p, int64_t timeout_ms)
 ssize_t rill_pipe_canwrite(rill_pipe *p)
 {
     ssize_t rc;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     rc = write_refused(p);
     if (!rc) {
         rc = has_room(p) ? (ssize_t)(p->bsize - queued(p)) : 0;
@@ -880,7 +951,7 @@ static int read_begin(rill_pipe *p, waitmode m, visit *v)
     deadline d;
     bool late = false;
     deadline_set(&d, p->timeout_ms);
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     note_cpu(&p->r);
     reader_visits(p, v);
     while ((rc = await_data(p, m, &d, &late, "read")) > 0)
@@ -932,7 +1003,7 @@ static size_t copy_unlocked(rill_pipe *p, char *buf, size_t len)
         memcpy(buf, r[i].data, r[i].len);
         buf += r[i].len;
     }
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     lease_end(p);
     return n;
 }
@@ -1035,7 +1106,7 @@ int rill_pipe_read_wait(rill_pipe *p, int64_t timeout_ms)
     deadline d;
     bool late = false;
     deadline_set(&d, wait_ms(p, timeout_ms));
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     while ((rc = await_data(p, ALWAYS_WAIT, &d, &late, "read_wait")) > 0)
         ;
     unlock(p);
@@ -1044,7 +1115,7 @@ int rill_pipe_read_wait(rill_pipe *p, int64_t timeout_ms)
 
 bool rill_pipe_canread(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     bool ok = p->len || p->eof || p->closed;
     unlock(p);
     return ok;
@@ -1052,7 +1123,7 @@ bool rill_pipe_canread(rill_pipe *p)
 
 size_t rill_pipe_buffered(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     size_t n = p->len;
     unlock(p);
     return n;
@@ -1067,7 +1138,7 @@ bool rill_pipe_is_empty(rill_pipe *p)
 
 void rill_pipe_set_rblocking(rill_pipe *p, bool on)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     p->rblocking = on;
     changed(p);
     if (!on) /* sleeping readers return RILL_EAGAIN now */
@@ -1077,7 +1148,7 @@ void rill_pipe_set_rblocking(rill_pipe *p, bool on)
 
 bool rill_pipe_rblocking(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     bool on = p->rblocking;
     unlock(p);
     return on;
@@ -1085,7 +1156,7 @@ bool rill_pipe_rblocking(rill_pipe *p)
 
 void rill_pipe_set_wblocking(rill_pipe *p, bool on)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     p->wblocking = on;
     changed(p);
     if (!on)
@@ -1095,7 +1166,7 @@ void rill_pipe_set_wblocking(rill_pipe *p, bool on)
 
 bool rill_pipe_wblocking(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     bool on = p->wblocking;
     unlock(p);
     return on;
@@ -1103,7 +1174,7 @@ bool rill_pipe_wblocking(rill_pipe *p)
 
 void rill_pipe_set_reader_notify(rill_pipe *p, void (*fn)(void *), void *arg)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     p->notify = fn;
     p->notify_arg = arg;
     unlock(p);
@@ -1111,7 +1182,7 @@ void rill_pipe_set_reader_notify(rill_pipe *p, void (*fn)(void *), void *arg)
 
 bool rill_pipe_reader_flag(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     bool on = p->rflag;
     unlock(p);
     return on;
@@ -1119,7 +1190,7 @@ bool rill_pipe_reader_flag(rill_pipe *p)
 
 void rill_pipe_clear_reader_flag(rill_pipe *p)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     p->rflag = false;
     unlock(p);
 }
@@ -1213,7 +1284,7 @@ ssize_t rill_pipe_readall(rill_pipe *p, rill_bytes **out)
     if (!out)
         return RILL_EINVAL;
     *out = NULL;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     note_cpu(&p->r);
     reader_visits(p, &v);
     for (;;) {
@@ -1321,7 +1392,7 @@ ssize_t rill_pipe_readmatch(rill_pipe *p, const void *match, size_t mlen, void *
     if (!out && cap)
         return RILL_EINVAL;
     deadline_set(&d, p->timeout_ms);
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     note_cpu(&p->r);
     reader_visits(p, &v);
     sc.gen = p->gen;
@@ -1349,7 +1420,7 @@ ssize_t rill_pipe_readmatch(rill_pipe *p, const void *match, size_t mlen, void *
 
 void rill__pipe_set_hook(rill_pipe *p, rill__pipe_hook *fn, void *arg)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     p->hook = fn;
     p->hook_arg = arg;
     p->armed = 0;
@@ -1368,7 +1439,7 @@ static unsigned ready_now(const rill_pipe *p)
 
 unsigned rill__pipe_watch(rill_pipe *p, unsigned events)
 {
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     unsigned now = ready_now(p) & events;
     p->armed |= events & ~now;
     unlock(p);
@@ -1397,7 +1468,7 @@ int rill__pipe_write_bytes_nb(rill_pipe *p, rill_bytes *b)
 ssize_t rill__pipe_peek(rill_pipe *p, const char **data)
 {
     ssize_t rc;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     if (p->closed) {
         rc = RILL_ECLOSED;
     } else if (p->len && !p->leased) {
@@ -1417,7 +1488,7 @@ void rill__pipe_consume(rill_pipe *p, size_t n)
 {
     seg *gone = NULL;
     visit v;
-    pthread_mutex_lock(&p->mu);
+    lock(p);
     assert(!p->leased); /* the bridge is the pipe's only reader */
     reader_visits(p, &v);
     take(p, NULL, RILL__MIN(n, p->len), &gone);
