@@ -55,7 +55,8 @@ typedef struct {
     struct timespec at;
     bool forever;
     long spin_ns;
-    unsigned yields; /* sched_yield calls left (yield_first) */
+    long wake_spin_ns; /* spin time left for waits on a thread just woken (spin) */
+    unsigned yields;   /* sched_yield calls left (yield_first) */
 } deadline;
 
 /* How the threads of one end wait: readers for data, EOF or close; writers for room or
@@ -73,7 +74,7 @@ typedef struct {
     unsigned spin_skip; /* waits left that sleep without spinning, after a spin in vain */
     unsigned backoff;   /* spin_skip after the next spin in vain: doubles while they fail */
     int cpu;            /* the CPU this end last ran on, -1 when unknown */
-    bool waking;        /* its sleepers were woken and none has run since: it comes soon */
+    bool woken;         /* its sleepers were woken and none has run since: it comes soon */
     unsigned shared;    /* waits in a row that found the other end on this CPU (yield_first) */
 } waiters;
 
@@ -148,7 +149,7 @@ static void unlock(rill_pipe *p)
 #define YIELD_SLEEP_EVERY 8u
 #define LOCK_TRIES 128u
 #ifndef WAKE_SPIN_NS
-#define WAKE_SPIN_NS 100000L
+#define WAKE_SPIN_NS 100000L /* per call, besides SPIN_NS: spin_first */
 #endif
 
 static void cpu_relax(void)
@@ -177,11 +178,11 @@ static bool spin_allowed(void)
     return ok;
 }
 
-/* Takes the lock, trying for a while (about 13 us on the 2-core VM of bench/) before
- * sleeping on it.  Holds are short, but glibc's adaptive mutex gives up after a
- * microsecond or two, and on a VM a thread that sleeps on the mutex wakes 40 us or more
- * after the holder lets go: most of the context switches of a slow bench/pipe run were
- * such sleeps.  Not on one CPU, where the holder cannot run while we try. */
+/* Takes the lock, trying LOCK_TRIES times before sleeping on it (about 13 us on the AMD
+ * EPYC VM of bench/; less where `pause` is shorter).  Holds are short, but glibc's adaptive
+ * mutex gives up after a microsecond or two, and on a VM a thread that sleeps on the mutex
+ * wakes 40 us or more after the holder lets go: most of the context switches of a slow
+ * bench/pipe run were such sleeps.  Not when only one CPU is online (spin_allowed). */
 static void lock(rill_pipe *p)
 {
     if (spin_allowed())
@@ -229,6 +230,7 @@ static bool spin_for_change(rill_pipe *p, unsigned long was, long *budget)
 static void deadline_set(deadline *d, int64_t ms)
 {
     d->spin_ns = spin_allowed() ? SPIN_NS : 0;
+    d->wake_spin_ns = WAKE_SPIN_NS;
     d->yields = YIELDS_MAX;
     d->forever = ms < 0;
     if (d->forever)
@@ -259,10 +261,12 @@ static int this_cpu(void)
 #endif
 }
 
-/* Lock held: an end notes where it runs on every call, for the other end's spin_first. */
+/* Lock held: an end notes where it runs on every call and after every pause, for the
+ * other end's spin_first and yield_first. */
 static void note_cpu(waiters *me)
 {
     me->cpu = this_cpu();
+    me->woken = false; /* a thread of this end runs */
 }
 
 /* Whether this pause spins (lock held): only while the call has spin time left, and
@@ -287,9 +291,10 @@ static bool spin_first(waiters *me, const waiters *other, deadline *d)
 {
     if (d->spin_ns <= 0)
         return false;
-    bool ok = !me->spinning && (other->waking || !me->spin_skip) &&
+    bool coming = other->woken && d->wake_spin_ns > 0;
+    bool ok = !me->spinning && (coming || !me->spin_skip) &&
               (other->cpu < 0 || other->cpu != this_cpu());
-    if (me->spin_skip && !other->waking)
+    if (me->spin_skip && !coming)
         me->spin_skip--;
     if (!ok)
         d->spin_ns = 0;
@@ -301,17 +306,15 @@ static bool spin_first(waiters *me, const waiters *other, deadline *d)
 static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
 {
     unsigned long was = atomic_load_explicit(&p->seq, memory_order_relaxed);
-    bool coming = other->waking;
-    long budget = coming ? RILL__MAX(d->spin_ns, WAKE_SPIN_NS) : d->spin_ns;
+    bool coming = other->woken && d->wake_spin_ns > 0;
+    long *budget = coming ? &d->wake_spin_ns : &d->spin_ns;
     me->spinning = true;
     unlock(p);
-    bool moved = spin_for_change(p, was, &budget);
+    bool moved = spin_for_change(p, was, budget);
     lock(p);
     me->spinning = false;
     if (moved) {
         me->backoff = 1;
-        if (!coming)
-            d->spin_ns = budget;
     } else if (coming) {
         d->spin_ns = 0; /* it was woken, not slow: no back-off, but this call sleeps now */
     } else {
@@ -322,8 +325,8 @@ static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
 }
 
 /* Whether this pause yields the CPU instead of sleeping (lock held): when the other end
- * last ran on this CPU and none of its threads sleeps in the pipe, it is waiting for this
- * very CPU.  The scheduler may put a reader and a writer on one CPU and keep them there
+ * last ran on this CPU and none of its threads sleeps in the pipe, it most likely waits
+ * for this very CPU (if it is blocked elsewhere, the yields cost a few syscalls).  The scheduler may put a reader and a writer on one CPU and keep them there
  * while the other CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn,
  * two context switches per write (0.1-2 GB/s instead of 13-18, in about half the runs).
  * A yield lets the other end run on until it must wait itself, so each hand-over moves
@@ -331,13 +334,13 @@ static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
  * idle CPU, where the two spin instead (zero-copy hand-overs ran 4x faster so): so one
  * such wait in YIELD_SLEEP_EVERY still sleeps.  At most YIELDS_MAX yields per call: if
  * the other end is busy elsewhere, the call sleeps after them. */
-static bool yield_first(waiters *me, const waiters *other, deadline *d)
+static bool yield_first(waiters *me, const waiters *other, bool other_asleep, deadline *d)
 {
     if (other->cpu < 0 || other->cpu != this_cpu()) {
         me->shared = 0;
         return false;
     }
-    if (!d->yields || me->spinning || other->sleepers || me->shared++ % YIELD_SLEEP_EVERY == 0)
+    if (!d->yields || me->spinning || other_asleep || me->shared++ % YIELD_SLEEP_EVERY == 0)
         return false;
     d->yields--;
     return true;
@@ -353,8 +356,9 @@ static bool yield_first(waiters *me, const waiters *other, deadline *d)
  * answers within a microsecond: with one chunk in flight at a time, that is the
  * difference between 2x and 10x a kernel pipe.  A change need not be the one this call
  * waits for (a writer wanting room sees a reader's copy end before the bytes are taken),
- * so the call may spin again, but for SPIN_NS at most in all: that bounds the CPU a long
- * wait burns; after it the caller truly sleeps. */
+ * so the call may spin again, but for SPIN_NS at most in all (and WAKE_SPIN_NS more while
+ * the other end was just woken): that bounds the CPU a long wait burns; after it the
+ * caller truly sleeps. */
 static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
 {
     int rc;
@@ -363,10 +367,12 @@ static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
         spin(p, me, other, d);
         return false;
     }
-    if (yield_first(me, other, d)) {
+    bool other_asleep = other == &p->w ? p->w.sleepers || p->fsleepers : p->r.sleepers;
+    if (yield_first(me, other, other_asleep, d)) {
         unlock(p);
         sched_yield();
         lock(p);
+        note_cpu(me); /* (the scheduler may have moved us) */
         return false;
     }
     pay_wakes(p);  /* before we sleep: nobody else would make them */
@@ -375,7 +381,7 @@ static bool pause_on(rill_pipe *p, waiters *me, unsigned *sleepers, deadline *d)
         rc = pthread_cond_wait(&me->cond, &p->mu);
     else
         rc = pthread_cond_timedwait(&me->cond, &p->mu, &d->at);
-    me->waking = false; /* one of this end runs again */
+    note_cpu(me);
     return rc == ETIMEDOUT;
 }
 
@@ -578,7 +584,7 @@ static void wake_rsleepers(rill_pipe *p)
 {
     if (p->r.sleepers) {
         p->r.sleepers = 0;
-        p->r.waking = true;
+        p->r.woken = true;
         p->owed |= WAKE_R;
     }
 }
@@ -587,7 +593,7 @@ static void wake_rsleepers(rill_pipe *p)
 static void wake_wsleepers(rill_pipe *p)
 {
     if (p->w.sleepers || p->fsleepers)
-        p->w.waking = true;
+        p->w.woken = true;
     p->w.sleepers = p->fsleepers = 0;
     p->owed |= WAKE_W;
 }
@@ -627,6 +633,7 @@ static void lease_wait(rill_pipe *p)
         pay_wakes(p);
         p->r.sleepers++;
         pthread_cond_wait(&p->r.cond, &p->mu);
+        p->r.woken = false; /* (woken readers run: see note_cpu) */
     }
 }
 

@@ -18,6 +18,7 @@ enum {
     RILL__UR_SEND = 3, /* a stream's send: the stream pointer */
     RILL__UR_NOP = 4,  /* a cancel request: nothing to do with its completion */
     RILL__UR_TIMEOUT = 5, /* the loop's far deadline (poll/uring.c) */
+    RILL__UR_TIMEOUT_UPD = 6, /* a failed move of it (successes post no completion) */
     RILL__UR_TAGS = 7
 };
 

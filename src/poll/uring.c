@@ -44,6 +44,7 @@ struct rill__uring {
     struct io_uring_buf_ring *br;
     char *bufs;
     uint64_t to_due; /* when the held timeout entry fires (loop clock, ms); 0: none held */
+    bool to_off;     /* a move of it failed: far deadlines go to the wait, as short ones */
     struct __kernel_timespec to_ts; /* its deadline, read by the kernel at submission */
 };
 
@@ -283,6 +284,8 @@ static void poll_cqe(rill__uring *u, uint64_t ud, int res)
  * Returns the timeout to wait with: -1 when the entry holds it. */
 static int far_timeout(rill__uring *u, int timeout_ms)
 {
+    if (u->to_off)
+        return timeout_ms;
     uint64_t due = rill__now(u->loop) + (uint64_t)timeout_ms;
     if (u->to_due && u->to_due <= due)
         return -1; /* held for then or sooner: its completion wakes the loop */
@@ -292,10 +295,12 @@ static int far_timeout(rill__uring *u, int timeout_ms)
     u->to_ts.tv_sec = (long long)(due / 1000);
     u->to_ts.tv_nsec = (long long)(due % 1000) * 1000000;
     if (u->to_due) {
-        /* (if it fired meanwhile, this finds nothing; the -ETIME completion is then in
-         * the queue and clears to_due) */
+        /* No completion when it works: one would end the very wait it is submitted with.
+         * If the entry fired meanwhile, this finds nothing; the -ETIME completion is then
+         * in the queue and clears to_due. */
         io_uring_prep_timeout_update(sqe, &u->to_ts, RILL__UR_TIMEOUT, IORING_TIMEOUT_ABS);
-        io_uring_sqe_set_data64(sqe, RILL__UR_NOP);
+        io_uring_sqe_set_data64(sqe, RILL__UR_TIMEOUT_UPD);
+        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
     } else {
         io_uring_prep_timeout(sqe, &u->to_ts, 0, IORING_TIMEOUT_ABS);
         io_uring_sqe_set_data64(sqe, RILL__UR_TIMEOUT);
@@ -354,6 +359,13 @@ static int ur_wait(void *state, int timeout_ms)
                 break;
             case RILL__UR_TIMEOUT:
                 u->to_due = 0; /* fired (the loop runs its timers after every wait) */
+                break;
+            case RILL__UR_TIMEOUT_UPD:
+                /* -ENOENT, -EALREADY: it had fired (its own completion says so).  Else the
+                 * kernel refused the move (no CQE_SKIP_SUCCESS before Linux 5.17): this
+                 * completion ends the wait, and from now on far deadlines go to waits. */
+                if (c[i].res != -ENOENT && c[i].res != -EALREADY)
+                    u->to_off = true;
                 break;
             default:
                 break;
