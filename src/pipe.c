@@ -292,8 +292,8 @@ static bool spin_first(waiters *me, const waiters *other, deadline *d)
     if (d->spin_ns <= 0)
         return false;
     bool coming = other->woken && d->wake_spin_ns > 0;
-    bool ok = !me->spinning && (coming || !me->spin_skip) &&
-              (other->cpu < 0 || other->cpu != this_cpu());
+    bool ok =
+        !me->spinning && (coming || !me->spin_skip) && (other->cpu < 0 || other->cpu != this_cpu());
     if (me->spin_skip && !coming)
         me->spin_skip--;
     if (!ok)
@@ -326,8 +326,9 @@ static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
 
 /* Whether this pause yields the CPU instead of sleeping (lock held): when the other end
  * last ran on this CPU and none of its threads sleeps in the pipe, it most likely waits
- * for this very CPU (if it is blocked elsewhere, the yields cost a few syscalls).  The scheduler may put a reader and a writer on one CPU and keep them there
- * while the other CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn,
+ * for this very CPU (if it is blocked elsewhere, the yields cost a few syscalls).  The
+ * scheduler may put a reader and a writer on one CPU and keep them there while the other
+ * CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn,
  * two context switches per write (0.1-2 GB/s instead of 13-18, in about half the runs).
  * A yield lets the other end run on until it must wait itself, so each hand-over moves
  * the buffer whole.  Yet a sleep is what lets the scheduler move a woken thread to an
@@ -1246,7 +1247,7 @@ static void put_back(rill_pipe *p, gather *g)
             rill__free(g->buf);
         return;
     }
-    lease_wait(p); /* a timeout may come while another reader holds the front */
+    lease_wait(p);   /* a timeout may come while another reader holds the front */
     if (p->closed) { /* closed meanwhile: its unread bytes are gone, these too */
         rill_bytes_unref(b);
         rill__free(s);

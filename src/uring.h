@@ -13,11 +13,11 @@
 /* What a completion is for: the low 3 bits of its user_data (streams are 16-byte aligned
  * allocations, so a stream pointer carries its tag). */
 enum {
-    RILL__UR_POLL = 1, /* a readiness poll: fd and generation in the upper bits */
-    RILL__UR_RECV = 2, /* a stream's multishot receive: the stream pointer */
-    RILL__UR_SEND = 3, /* a stream's send: the stream pointer */
-    RILL__UR_NOP = 4,  /* a cancel request: nothing to do with its completion */
-    RILL__UR_TIMEOUT = 5, /* the loop's far deadline (poll/uring.c) */
+    RILL__UR_POLL = 1,        /* a readiness poll: fd and generation in the upper bits */
+    RILL__UR_RECV = 2,        /* a stream's multishot receive: the stream pointer */
+    RILL__UR_SEND = 3,        /* a stream's send: the stream pointer */
+    RILL__UR_NOP = 4,         /* a cancel request: nothing to do with its completion */
+    RILL__UR_TIMEOUT = 5,     /* the loop's far deadline (poll/uring.c) */
     RILL__UR_TIMEOUT_UPD = 6, /* a failed move of it (successes post no completion) */
     RILL__UR_TAGS = 7
 };

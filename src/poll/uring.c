@@ -29,9 +29,9 @@
 #define FAR_MS 1000 /* timeouts from here up go to the held timeout entry */
 
 typedef struct {
-    rill__io *io;  /* NULL: the fd is not watched */
-    uint32_t gen;  /* names the current registration in user_data */
-    bool armed;    /* a poll is in the ring (submitted or queued) */
+    rill__io *io; /* NULL: the fd is not watched */
+    uint32_t gen; /* names the current registration in user_data */
+    bool armed;   /* a poll is in the ring (submitted or queued) */
 } ur_slot;
 
 struct rill__uring {
@@ -40,7 +40,7 @@ struct rill__uring {
     ur_slot *slots; /* slots[fd] */
     int nslots;
     uint32_t gen;
-    bool enabled;   /* created disabled: the first submission binds it to the loop's thread */
+    bool enabled; /* created disabled: the first submission binds it to the loop's thread */
     struct io_uring_buf_ring *br;
     char *bufs;
     uint64_t to_due; /* when the held timeout entry fires (loop clock, ms); 0: none held */
@@ -150,8 +150,8 @@ int rill__uring_bufs(rill__uring *u)
         return RILL_ENOMEM;
     }
     io_uring_buf_ring_init(br);
-    struct io_uring_buf_reg reg = {.ring_addr = (uintptr_t)br, .ring_entries = NBUF,
-                                   .bgid = RILL__UR_BGID};
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)br, .ring_entries = NBUF, .bgid = RILL__UR_BGID};
     int rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
     if (rc < 0) {
         munmap(br, brsize);
@@ -175,8 +175,8 @@ char *rill__uring_buf(rill__uring *u, unsigned bid)
 void rill__uring_buf_put(rill__uring *u, unsigned bid)
 {
     bid %= NBUF;
-    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE,
-                          (unsigned short)bid, io_uring_buf_ring_mask(NBUF), 0);
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(NBUF), 0);
     io_uring_buf_ring_advance(u->br, 1);
 }
 
