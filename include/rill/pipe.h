@@ -19,11 +19,13 @@
  *
  * Blocking: an end that blocks (the default) sleeps on a condition variable until it can
  * proceed, the other side closes, or the pipe's timeout passes (RILL_ETIMEDOUT).  Before
- * sleeping, a call may spin for at most 20 us in all on a multi-CPU machine, while the
- * other side runs on another CPU, because it usually answers sooner than a sleep and
- * wake-up take; a blocked thread uses no CPU after that.  A non-blocking end returns
- * RILL_EAGAIN instead of waiting.  Modes can be changed at any time; a thread sleeping in
- * a call whose end turns non-blocking wakes and returns RILL_EAGAIN.
+ * sleeping, a call may spin on a multi-CPU machine while the other side runs on another
+ * CPU, because it usually answers sooner than a sleep and wake-up take: for at most 20 us
+ * in all, and 100 us more while the other side was just woken and has not run yet.  When
+ * the other side runs on the same CPU, a call may instead yield the CPU to it (at most 4
+ * times) before sleeping.  A blocked thread uses no CPU after that.  A non-blocking end
+ * returns RILL_EAGAIN instead of waiting.  Modes can be changed at any time; a thread
+ * sleeping in a call whose end turns non-blocking wakes and returns RILL_EAGAIN.
  *
  * Timeouts of the *_wait calls: a negative value waits forever, 0 uses the pipe's own
  * timeout (rill_pipe_opts.timeout_ms), a positive value is milliseconds. */
