@@ -328,13 +328,13 @@ static void spin(rill_pipe *p, waiters *me, const waiters *other, deadline *d)
  * last ran on this CPU and none of its threads sleeps in the pipe, it most likely waits
  * for this very CPU (if it is blocked elsewhere, the yields cost a few syscalls).  The
  * scheduler may put a reader and a writer on one CPU and keep them there while the other
- * CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn,
- * two context switches per write (0.1-2 GB/s instead of 13-18, in about half the runs).
- * A yield lets the other end run on until it must wait itself, so each hand-over moves
- * the buffer whole.  Yet a sleep is what lets the scheduler move a woken thread to an
- * idle CPU, where the two spin instead (zero-copy hand-overs ran 4x faster so): so one
- * such wait in YIELD_SLEEP_EVERY still sleeps.  At most YIELDS_MAX yields per call: if
- * the other end is busy elsewhere, the call sleeps after them. */
+ * CPU idles; bench/pipe caught them alternating every 7 us, 4 KiB a turn, two context
+ * switches per write (0.1-2 GB/s instead of 13-18, in about half the runs).  A yield lets
+ * the other end run on until it must wait itself, so each hand-over moves the buffer
+ * whole.  Yet a sleep is what lets the scheduler move a woken thread to an idle CPU, where
+ * the two spin instead (zero-copy hand-overs ran 4x faster so): so one such wait in
+ * YIELD_SLEEP_EVERY still sleeps.  At most YIELDS_MAX yields per call: if the other end
+ * is busy elsewhere, the call sleeps after them. */
 static bool yield_first(waiters *me, const waiters *other, bool other_asleep, deadline *d)
 {
     if (other->cpu < 0 || other->cpu != this_cpu()) {
