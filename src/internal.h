@@ -212,6 +212,10 @@ typedef struct {
      * mask became 0 during dispatch gets no further callback.  Returns events or code. */
     int (*wait)(void *state, int timeout_ms);
 } rill__poller;
+/* Waits this long or longer are "far": the epoll and uring pollers keep their deadline in
+ * a timer that lasts across waits (a timerfd, a ring timeout entry) instead of giving each
+ * wait a timeout, which arms and cancels a kernel timer every time it sleeps. */
+#define RILL__FAR_MS 1000
 
 extern const rill__poller rill__poller_epoll;
 extern const rill__poller rill__poller_poll;

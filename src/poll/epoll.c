@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 256
-#define FAR_MS 1000 /* timeouts from here up use the timerfd */
 
 typedef struct {
     rill_loop *loop;
@@ -111,7 +110,7 @@ static void tfd_fired(ep_state *s)
 static int ep_wait(void *state, int timeout_ms)
 {
     ep_state *s = state;
-    if (timeout_ms >= FAR_MS)
+    if (timeout_ms >= RILL__FAR_MS)
         timeout_ms = far_timeout(s, timeout_ms);
     int n = epoll_wait(s->epfd, s->ev, MAX_EVENTS, timeout_ms);
     if (n < 0)

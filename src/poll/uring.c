@@ -26,7 +26,6 @@
 #define NBUF 256
 #define BUF_SIZE (16 * 1024)
 #define BATCH 64
-#define FAR_MS 1000 /* timeouts from here up go to the held timeout entry */
 
 typedef struct {
     rill__io *io; /* NULL: the fd is not watched */
@@ -314,7 +313,7 @@ static int ur_wait(void *state, int timeout_ms)
     rill__uring *u = state;
     enable(u);
     int rc;
-    if (timeout_ms >= FAR_MS)
+    if (timeout_ms >= RILL__FAR_MS)
         timeout_ms = far_timeout(u, timeout_ms);
     if (timeout_ms == 0) {
         rc = io_uring_submit_and_get_events(&u->ring);
