@@ -8,13 +8,12 @@
  * Against the blocking loop it shows what any epoll receiver pays (an epoll_wait per
  * wake-up, and a read that finds nothing after a full one); against rill, what rill adds. */
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept1.h"
 #include "cpu_ns.h"
 
 #define READ_SIZE (64 * 1024)
@@ -25,20 +24,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pump_epoll PORT\n");
         return 2;
     }
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 16) < 0) {
-        perror("pump_epoll: listen");
+    int fd = bench_accept1("pump_epoll", argv[1], SOCK_NONBLOCK);
+    if (fd < 0)
         return 1;
-    }
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-    if (fd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        perror("pump_epoll: accept");
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        perror("pump_epoll: epoll");
         return 1;
     }
     static char buf[READ_SIZE];
