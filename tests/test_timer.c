@@ -2,8 +2,10 @@
  * deadlines a second or more away (the epoll backend keeps those in a timerfd, the uring
  * backend in a timeout entry held in the ring). */
 #include "harness.h"
+#include "internal.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -306,6 +308,93 @@ static void test_far_deadline_pushed_back(void **state)
     far_free(c);
 }
 
+/* ---- the ring's held timeout entry ----------------------------------------------------
+ * On uring, a far deadline is one timeout entry held across waits.  Seen from outside: the
+ * ring's submission count (SqTail in its fdinfo) grows by one for it, however many waits
+ * sleep towards it, by one more when the deadline comes earlier, and by none when it moves
+ * later (the entry then fires early once). */
+
+/* SqTail of this process's io_uring, or -1 if there is not exactly one ring. */
+static long ring_sq_tail(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long tail = -1;
+    int rings = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], link[64] = "", line[128];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0 || !strstr(link, "io_uring"))
+            continue;
+        rings++;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof line, f))
+            if (strncmp(line, "SqTail:", 7) == 0)
+                tail = strtol(line + 7, NULL, 10);
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return rings == 1 ? tail : -1;
+}
+
+static int held_wakes;
+
+static void held_io_cb(rill__io *io, unsigned revents)
+{
+    (void)io;
+    if (revents & RILL__IO_READ)
+        held_wakes++;
+}
+
+/* Submissions made by `n` waits, each ended at once by a pipe that stays readable. */
+static long held_waits(rill_loop *loop, int n)
+{
+    long before = ring_sq_tail();
+    for (int i = 0; i < n; i++)
+        rill_loop_run(loop, RILL_RUN_ONCE);
+    return ring_sq_tail() - before;
+}
+
+static void test_far_deadline_held_across_waits(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    if (strcmp(rill_loop_backend(loop), "uring") != 0) {
+        th_loop_free(loop); /* the epoll backend's timerfd is checked above */
+        skip();
+    }
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    rill__io io;
+    rill__io_init(&io, p[0], held_io_cb);
+    assert_int_equal(rill__io_set(loop, &io, RILL__IO_READ), 0);
+    assert_true(ring_sq_tail() >= 0);
+    held_waits(loop, 2); /* the watch is in place */
+    const int n = 20;
+    held_wakes = 0;
+    long plain = held_waits(loop, n); /* no deadline: the re-armed watch only */
+    assert_int_equal(held_wakes, n);
+    rill_timer *far = rill_timer_start(loop, 60000, 0, other_cb, NULL);
+    assert_non_null(far);
+    assert_int_equal(held_waits(loop, n), plain + 1); /* one entry for all n waits */
+    rill_timer *sooner = rill_timer_start(loop, 30000, 0, other_cb, NULL);
+    assert_non_null(sooner);
+    assert_int_equal(held_waits(loop, n), plain + 1); /* moved earlier once */
+    rill_timer_stop(sooner);
+    assert_int_equal(held_waits(loop, n), plain); /* later now: the entry fires early once */
+    assert_int_equal(held_wakes, 4 * n);
+    rill_timer_stop(far);
+    assert_int_equal(rill__io_set(loop, &io, 0), 0);
+    close(p[0]);
+    close(p[1]);
+    th_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_far_deadline_brought_forward),
         cmocka_unit_test(test_far_deadline_pushed_back),
+        cmocka_unit_test(test_far_deadline_held_across_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
