@@ -34,7 +34,9 @@
 # by ±15% on a shared VM, so 3 give a median that is mostly noise), RILL_BENCH_CONNS
 # ("1 100 1000"), RILL_BENCH_PROFILE (1; 0 skips strace/perf/callgrind),
 # RILL_BENCH_CG_CONNS (connection counts profiled with callgrind: "100 1000"),
-# RILL_BENCH_PAIR_RUNS (5), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
+# RILL_BENCH_PAIR_RUNS (5), RILL_BENCH_PUMP_RUNS (15) and RILL_BENCH_PUMP_PAIR_RUNS (11: a
+# pump run takes about a second, and its MB/s swings by ±30%, the paired ratio by ±15%, so
+# a median of 5 or 7 says little), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
 # syscalls callgrind pump pumppair idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
 # start from), RILL_BENCH_URING (1; 0 leaves the uring backend out).
 set -u
@@ -46,6 +48,8 @@ OUT=$HERE/results
 SECS=${RILL_BENCH_SECS:-3}
 RUNS=${RILL_BENCH_RUNS:-7}
 PAIR_RUNS=${RILL_BENCH_PAIR_RUNS:-5}
+PUMP_RUNS=${RILL_BENCH_PUMP_RUNS:-15}
+PUMP_PAIR_RUNS=${RILL_BENCH_PUMP_PAIR_RUNS:-11}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
 CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}
@@ -441,9 +445,9 @@ run_pump() {
         fi
         [ -x "$B/pump_$r" ] && recvs="$recvs $r"
     done
-    say "== pump: 2 GiB in 64 KiB writes into:$recvs; $RUNS runs (order rotated each run)"
+    say "== pump: 2 GiB in 64 KiB writes into:$recvs; $PUMP_RUNS runs (order rotated each run)"
     r=1
-    while [ $r -le "$RUNS" ]; do
+    while [ $r -le "$PUMP_RUNS" ]; do
         for p in $(rotate $((r - 1)) $recvs); do
             next_port
             env RILL_BACKEND="$(pump_backend $p)" taskset -c $S_CPU "$(pump_exe $p)" $PORT \
@@ -502,14 +506,14 @@ run_pump_paired() {
     [ -x "$B/pump_rill" ] && sides=rill
     [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && sides="$sides uring"
     bytes=1073741824
-    say "== paired pump: $sides with the blocking loop, the epoll receiver and libuv at once, 1 GiB each; $PAIR_RUNS runs"
+    say "== paired pump: $sides with the blocking loop, the epoll receiver and libuv at once, 1 GiB each; $PUMP_PAIR_RUNS runs (which starts first alternates)"
     for side in $sides; do
         key=ppair
         [ $side = uring ] && key=ppairu
         for peer in block epoll uv; do
             [ -x "$B/pump_$peer" ] || continue
             r=1
-            while [ $r -le "$PAIR_RUNS" ]; do
+            while [ $r -le "$PUMP_PAIR_RUNS" ]; do
                 next_port
                 pa=$PORT
                 next_port
@@ -521,9 +525,12 @@ run_pump_paired() {
                 rb=$!
                 PIDS="$PIDS $ra $rb"
                 sleep 0.2
-                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $pa $bytes >"$TMP/sa" 2>>"$LOG" &
+                if [ $((r % 2)) = 1 ]; then first=$pa; second=$pb; else first=$pb; second=$pa; fi
+                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $first $bytes \
+                    >"$TMP/s$first" 2>>"$LOG" &
                 sa=$!
-                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $pb $bytes >"$TMP/sb" 2>>"$LOG" &
+                timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $second $bytes \
+                    >"$TMP/s$second" 2>>"$LOG" &
                 sb=$!
                 wait $sa
                 wait $sb
@@ -533,8 +540,8 @@ run_pump_paired() {
                 gb=$(sed -n 's/^received=\([0-9]*\).*/\1/p' "$TMP/rb")
                 ca=$(val "$(cat "$TMP/ra")" cpu_ns)
                 cb=$(val "$(cat "$TMP/rb")" cpu_ns)
-                ma=$(val "$(cat "$TMP/sa")" mb_per_s)
-                mb=$(val "$(cat "$TMP/sb")" mb_per_s)
+                ma=$(val "$(cat "$TMP/s$pa")" mb_per_s)
+                mb=$(val "$(cat "$TMP/s$pb")" mb_per_s)
                 log "pumppair $side+$peer run=$r: $side received=$ga cpu_ns=$ca mb_per_s=$ma; $peer received=$gb cpu_ns=$cb mb_per_s=$mb"
                 if [ "$ga" != $bytes ] || [ "$gb" != $bytes ] ||
                     ! put_ratios "$key.$peer" mbs "$ca" "$cb" "$ma" "$mb"; then
@@ -894,7 +901,8 @@ cp "$RAW" "$OUT/latest.raw"
         "(plus $dirty uncommitted files under src/ and include/ at the time); $(nproc) CPUs" \
         "($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)); servers on CPU $S_CPU," \
         "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell (server order rotated each run)," \
-        "1 s warm-up + ${SECS} s window; median (min-max).  Ratios compare medians; for costs" \
+        "1 s warm-up + ${SECS} s window; pump: $PUMP_RUNS runs per receiver, $PUMP_PAIR_RUNS paired runs" \
+        "per pair; median (min-max).  Ratios compare medians; for costs" \
         "(CPU, syscalls, instructions, bytes, ns) lower is better.  Whole run: ${elapsed} s;" \
         "load average before: $load_start, after: $load_end (above ~1 means other work shared" \
         "the CPUs and the timings are noisier than usual; syscall and instruction counts are not" \
