@@ -21,10 +21,13 @@ run() { # name command [args]: one counted case; its output is shown when it fai
 }
 
 # serve LOG ARGS...: rillcat -v ARGS in the background; sets SPID, and PORT from its
-# "listening on HOST:PORT (ADDRESS)" line.
+# "listening on HOST:PORT (ADDRESS)" line.  LOG is emptied first: the job's own
+# redirection may come after the first look, which must not find the line an earlier
+# server left there (a Unix one, with no port: it ended the wait with PORT empty).
 serve() {
     local log=$1 i
     shift
+    : >"$log"
     timeout 40 "$R" -v "$@" 2>"$log" <&0 & # (an & job reads /dev/null unless told)
     SPID=$!
     for i in $(seq 200); do
