@@ -306,7 +306,10 @@ __attribute__((noinline)) static size_t match(rill_stream *s, rill__freq *q, con
         return end;
     }
     default: {
-        int rc = pcre2_match(q->re->code, (PCRE2_SPTR)p, n, from, PCRE2_PARTIAL_HARD, q->md, NULL);
+        /* A match that more bytes could still change waits for them; after EOF none can
+         * come, and the bytes are the whole rest of the stream: match them as they are. */
+        uint32_t partial = (s->flags & RILL__S_EOF) ? 0 : PCRE2_PARTIAL_HARD;
+        int rc = pcre2_match(q->re->code, (PCRE2_SPTR)p, n, from, partial, q->md, NULL);
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(q->md);
         if (rc >= 0 && ov[1] > 0)
             return ov[1];
