@@ -293,8 +293,8 @@ __attribute__((noinline)) static size_t match(rill_stream *s, rill__freq *q, con
 {
     *next = n;
     switch (q->kind) {
-    case F_BYTES:
-        return RILL__MIN(n, q->n);
+    case F_BYTES: /* what is there, up to max and never past the bound: no RILL_ENOBUFS */
+        return RILL__MIN(RILL__MIN(n, q->n), s->x->max_buffer);
     case F_EXACTLY:
         return n >= q->n ? q->n : 0;
     case F_UNTIL: {

@@ -190,6 +190,42 @@ static void test_max_buffer_enobufs_consumes_nothing(void **state)
     th_loop_free(loop);
 }
 
+/* read_bytes(max) with max over the bound takes at most the bound: the same bytes give
+ * the same frames whether they arrive in one read or are already buffered.  (It failed
+ * with RILL_ENOBUFS, consuming nothing, so re-arming it failed for ever.) */
+static void test_read_bytes_takes_at_most_the_bound(void **state)
+{
+    (void)state;
+    rill_loop *loop = th_loop_new();
+    rill_stream *p[2];
+    pair(loop, p);
+    frames f = {0};
+    rill_stream_set_max_buffer(p[1], 8);
+    assert_int_equal(rill_stream_read_bytes(p[1], 100, on_frame, &f), 0);
+    send_raw(p[0], "0123456789"); /* one read of 10: served from the read itself */
+    TH_RUN_UNTIL(loop, f.n == 1, 5000);
+    assert_int_equal(f.status[0], 0);
+    assert_int_equal(f.lens[0], 8);
+    assert_memory_equal(f.frames[0], "01234567", 8);
+    assert_int_equal(rill_stream_read_bytes(p[1], 100, on_frame, &f), 0); /* buffered: "89" */
+    TH_RUN_UNTIL(loop, f.n == 2, 5000);
+    assert_int_equal(f.status[1], 0);
+    assert_int_equal(f.lens[1], 2);
+    assert_memory_equal(f.frames[1], "89", 2);
+    /* bytes buffered while no request waits, then a read_bytes over the bound */
+    send_raw(p[0], "abcdefgh");
+    assert_int_equal(rill_stream_read_exactly(p[1], 1, on_frame, &f), 0);
+    TH_RUN_UNTIL(loop, f.n == 3, 5000);
+    assert_int_equal(rill_stream_read_bytes(p[1], 1000, on_frame, &f), 0);
+    TH_RUN_UNTIL(loop, f.n == 4, 5000);
+    assert_int_equal(f.status[3], 0);
+    assert_int_equal(f.lens[3], 7);
+    assert_memory_equal(f.frames[3], "bcdefgh", 7);
+    rill_stream_close(p[0]);
+    rill_stream_close(p[1]);
+    th_loop_free(loop);
+}
+
 static void test_eof_gives_partial_then_eof(void **state)
 {
     (void)state;
@@ -743,6 +779,7 @@ int main(void)
         cmocka_unit_test(test_requests_take_precedence_over_read),
         cmocka_unit_test(test_split_delimiter_and_byte_by_byte),
         cmocka_unit_test(test_max_buffer_enobufs_consumes_nothing),
+        cmocka_unit_test(test_read_bytes_takes_at_most_the_bound),
         cmocka_unit_test(test_eof_gives_partial_then_eof),
         cmocka_unit_test(test_close_cancels_requests),
         cmocka_unit_test(test_regex_partial_match_not_decided_early),

@@ -13,7 +13,8 @@
  * in-memory model of the documented contract (include/rill/stream.h, docs/guide.md):
  *
  * - requests complete FIFO;
- * - read_bytes(max): 1..max bytes of what follows (how many depends on the reads);
+ * - read_bytes(max): 1..max bytes of what follows (how many depends on the reads), and
+ *   never more than the max buffer;
  * - read_exactly(n): n bytes;
  * - read_until(d): up to and including the first occurrence of d;
  * - read_until_regex(re): up to the end of the first (leftmost) match, as PCRE2 finds it
@@ -26,10 +27,6 @@
  *   once a stream with no EOF handler closed itself), and only then.
  *
  * Left out, as the contract does not settle them:
- * - read_bytes(max) with max over the max buffer: the stream reads up to 64 KiB at a
- *   time whatever the bound, and a read_bytes whose available bytes exceed the bound fails
- *   with RILL_ENOBUFS (consuming nothing) while the same request returns them when they
- *   came in smaller reads; here max stays within the bound;
  * - a frame with no end whose bytes run out exactly at the bound: RILL_ENOBUFS and
  *   RILL_EOF with the bytes are both accepted;
  * - regexes whose match can grow only with the default bound: near a small bound such a
@@ -308,6 +305,8 @@ static void expect(const kase *c, const rq *r, size_t pos, int *want, size_t *le
             *want = RILL_EOF;
         else
             *len = r->n < rest ? r->n : rest, *range = true;
+        if (*len > mb)
+            *len = mb; /* read_bytes never takes more than the bound */
         break;
     case K_EXACTLY:
         if (rest == 0)
@@ -408,8 +407,9 @@ static void gen_request(kase *c, rq *r)
     }
     if (k < 20) {
         r->kind = K_BYTES;
-        /* max within the max buffer: see the top of the file */
-        r->n = logu(&c->rs, 1, hi < c->mb ? hi : c->mb);
+        if (c->mb != DEFAULT_MAX_BUFFER && below(&c->rs, 2))
+            hi = c->mb * 2; /* around the bound: it takes at most the bound */
+        r->n = logu(&c->rs, 1, hi);
     } else {
         r->kind = K_EXACTLY;
         if (c->mb != DEFAULT_MAX_BUFFER && below(&c->rs, 2))

@@ -109,6 +109,8 @@ RILL_API int rill_stream_steal_fd(rill_stream *s);
  * RILL_EPENDING while the stream's pending flag is set (a splice or close_async owns the
  * stream: see rill_stream_set_pending); cb then never runs.  A frame longer than the max buffer fails with RILL_ENOBUFS and consumes
  * nothing; at EOF cb gets RILL_EOF with the partial bytes (consumed). */
+/* The frame is what has arrived, up to max bytes and up to the max buffer (so this one
+ * never fails with RILL_ENOBUFS). */
 RILL_API int rill_stream_read_bytes(rill_stream *s, size_t max, rill_frame_fn *cb, void *arg);
 RILL_API int rill_stream_read_exactly(rill_stream *s, size_t n, rill_frame_fn *cb, void *arg);
 /* The frame ends after the delimiter (included). */
