@@ -46,13 +46,6 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "rill_config.h"
-#ifdef RILL_HAVE_VALGRIND_H
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #define SEED 0x72696c6c6672616dull /* fixed: every run makes the same cases */
 #define CASE_MS 20000              /* bound for one case */
 #define DEFAULT_MAX_BUFFER (1u << 20)
@@ -112,12 +105,6 @@ static const char *const re_src[RE_COUNT] = {
 static pcre2_code *re_code[RE_COUNT];
 static pcre2_match_data *re_md;
 
-/* Under valgrind the random cases make no regex requests: PCRE2's JIT (which
- * rill_regex_new turns on) loads whole vectors that run past the subject's end into the
- * buffer's unwritten room, harmlessly, and valgrind reports each such load as a use of
- * uninitialised bytes (a plain program matching a malloc'ed subject does the same).  The
- * regression test below still runs there, and ASan runs every case. */
-static bool no_regex;
 
 /* SEED, or RILL_FRAME_SEED to explore other cases (the failure message names it). */
 static uint64_t seed = SEED;
@@ -394,8 +381,6 @@ static void gen_request(kase *c, rq *r)
         if (below(&c->rs, 256) == 0 || find_end(c, r, pos, 4 * ahead))
             return;
         k = below(&c->rs, 40);
-    } else if (k >= 80 && no_regex) {
-        k = below(&c->rs, 40);
     } else if (k >= 80) {
         r->kind = K_REGEX;
         /* a growing match near the bound may need bytes past it to be decided: those
@@ -670,7 +655,6 @@ static bool run_case(const group *g, int num, rill_regex **re, kase *sum, char *
 
 static void run_group(const group *g)
 {
-    no_regex = RUNNING_ON_VALGRIND;
     const char *alt_seed = getenv("RILL_FRAME_SEED");
     seed = alt_seed ? strtoull(alt_seed, NULL, 0) : SEED;
     const char *only = getenv("RILL_FRAME_CASE");
@@ -701,10 +685,10 @@ static void run_group(const group *g)
         pcre2_code_free(re_code[i]);
     }
     pcre2_match_data_free(re_md);
-    print_message("%s: %d cases%s, %zu requests, %zu frames, %zu bytes framed, %zu ENOBUFS, "
+    print_message("%s: %d cases, %zu requests, %zu frames, %zu bytes framed, %zu ENOBUFS, "
                   "%zu partial frames at EOF, %llu ms\n",
-                  g->name, ran, no_regex ? " (no regexes: valgrind)" : "", sum.nreq, sum.frames,
-                  sum.framed, sum.enobufs, sum.eof_parts, (unsigned long long)(th_now_ms() - t0));
+                  g->name, ran, sum.nreq, sum.frames, sum.framed, sum.enobufs, sum.eof_parts,
+                  (unsigned long long)(th_now_ms() - t0));
     if (!ok)
         fail_msg("%s", msg);
 }
