@@ -20,7 +20,7 @@ typedef struct rill_cancel rill_cancel;
 
 typedef enum {
     RILL_EV_READ,    /* data, len: bytes read (borrowed: valid only during the handler) */
-    RILL_EV_WRITE,   /* len: bytes the transport accepted */
+    RILL_EV_WRITE,   /* len: bytes of writes the transport accepted (try_write returns its own) */
     RILL_EV_DRAIN,   /* the write queue fell to the low water mark (default: empty) */
     RILL_EV_CLOSE,   /* the last event; err: the stream's error or 0 */
     RILL_EV_ERROR,   /* err: the code; with no ERROR handler the stream closes */
@@ -82,8 +82,9 @@ RILL_API int rill_stream_write_bytes(rill_stream *s, rill_bytes *b, rill_done_fn
  * RILL_EINVAL on a non-IPC stream or when `send` has no fd; len must be > 0. */
 RILL_API int rill_stream_write_handle(rill_stream *ipc, const void *data, size_t len,
                                       rill_stream *send, rill_done_fn *cb, void *arg);
-/* Writes what the transport takes now, queueing nothing.  Bytes written, RILL_EAGAIN when
- * none could be (or writes are queued), RILL_ECLOSED, or the transport's error. */
+/* Writes what the transport takes now, queueing nothing (and with no WRITE event).  Bytes
+ * written, RILL_EAGAIN when none could be (or writes are queued), RILL_ECLOSED, or the
+ * transport's error. */
 RILL_API ssize_t rill_stream_try_write(rill_stream *s, const void *data, size_t len);
 /* Shuts down the write half after the queued writes; the stream still reads.  cb runs
  * once.  RILL_ECLOSED, RILL_EPENDING (already shutting down), RILL_ENOMEM. */
@@ -91,7 +92,8 @@ RILL_API int rill_stream_shutdown(rill_stream *s, rill_done_fn *cb, void *arg);
 /* Closes now: queued writes and framing requests complete with RILL_ECANCELED, then
  * CLOSE fires (deferred).  Idempotent; safe inside any handler.  NULL is a no-op. */
 RILL_API void rill_stream_close(rill_stream *s);
-/* Closes after the queued writes are written (or fail).  Idempotent. */
+/* Closes after the queued writes are written (or fail); writes made meanwhile join the
+ * queue and go out first.  Idempotent. */
 RILL_API void rill_stream_close_gracefully(rill_stream *s);
 /* GIO's close_async: flushes, closes, and reports the first error (or 0) to cb.  The
  * stream is closed whatever happens; when `cancel` fires first the flush is abandoned and
@@ -101,16 +103,19 @@ RILL_API void rill_stream_close_gracefully(rill_stream *s);
 RILL_API int rill_stream_close_async(rill_stream *s, int priority, rill_cancel *cancel,
                                      rill_done_fn *cb, void *arg);
 /* Detaches and returns the fd (left non-blocking and CLOEXEC); the stream closes
- * (CLOSE fires as usual) without closing the fd, which is now the caller's.  RILL_ECLOSED, RILL_EINVAL (no fd). */
+ * (CLOSE fires as usual) without closing the fd, which is now the caller's.
+ * RILL_ECLOSED, RILL_EINVAL (no fd). */
 RILL_API int rill_stream_steal_fd(rill_stream *s);
 
 /* Framing requests: FIFO, served before READ handlers; unconsumed bytes stay buffered.
  * They start reading if needed.  Errors: RILL_ECLOSED, RILL_EINVAL, RILL_ENOMEM, and
  * RILL_EPENDING while the stream's pending flag is set (a splice or close_async owns the
- * stream: see rill_stream_set_pending); cb then never runs.  A frame longer than the max buffer fails with RILL_ENOBUFS and consumes
- * nothing; at EOF cb gets RILL_EOF with the partial bytes (consumed). */
-/* The frame is what has arrived, up to max bytes and up to the max buffer (so this one
- * never fails with RILL_ENOBUFS). */
+ * stream: see rill_stream_set_pending); cb then never runs.  A frame longer than the max
+ * buffer fails with RILL_ENOBUFS and consumes nothing; at EOF cb gets RILL_EOF with the
+ * partial bytes (consumed).
+ *
+ * read_bytes: the frame is what has arrived, up to max bytes and up to the max buffer
+ * (so it never fails with RILL_ENOBUFS). */
 RILL_API int rill_stream_read_bytes(rill_stream *s, size_t max, rill_frame_fn *cb, void *arg);
 RILL_API int rill_stream_read_exactly(rill_stream *s, size_t n, rill_frame_fn *cb, void *arg);
 /* The frame ends after the delimiter (included). */
