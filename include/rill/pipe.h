@@ -62,14 +62,14 @@ RILL_API int rill_pipe_write_bytes(rill_pipe *p, rill_bytes *b);
  * 0, or RILL_EPIPE when the reader already closed. */
 RILL_API int rill_pipe_write_eof(rill_pipe *p);
 /* Pushes the data to the reader: a blocking writer waits until the buffer is empty
- * (RILL_ETIMEDOUT if the reader stays idle for the timeout), a non-blocking one gets
+ * (RILL_ETIMEDOUT when it is not, the timeout after the call began), a non-blocking one gets
  * RILL_EAGAIN while data is left.  0, or RILL_EPIPE once the reader closed. */
 RILL_API int rill_pipe_flush(rill_pipe *p);
 
 /* Copies up to len buffered bytes into buf, returning as soon as there is at least one:
  * the count, 0 at EOF (or for len 0), RILL_EAGAIN when empty and non-blocking,
- * RILL_ETIMEDOUT, RILL_ECLOSED after rill_pipe_close.  Every read call raises the reader
- * flag (rill_pipe_set_reader_notify). */
+ * RILL_ETIMEDOUT, RILL_ECLOSED after rill_pipe_close.  Every read call with len > 0
+ * raises the reader flag (rill_pipe_set_reader_notify); len 0 returns 0 at once. */
 RILL_API ssize_t rill_pipe_read(rill_pipe *p, void *buf, size_t len);
 /* Zero-copy read.  When the front of the buffer is a whole rill_bytes that a writer queued
  * with rill_pipe_write_bytes and it fits in max, *out is that very object (the pipe's
@@ -82,7 +82,9 @@ RILL_API ssize_t rill_pipe_read_bytes(rill_pipe *p, size_t max, rill_bytes **out
  * and its length.  It always waits, whatever the read mode: returning part of the data
  * would hide that more is coming.  RILL_ETIMEDOUT when no byte arrives for the pipe's
  * timeout; the bytes gathered so far then go back to the front of the pipe, so nothing
- * is lost.  RILL_ECLOSED, RILL_ENOMEM (gathered bytes put back too).  *out NULL on error. */
+ * is lost (so the pipe may then hold far more than bsize).  RILL_ECLOSED, RILL_ENOMEM
+ * (gathered bytes put back too).  *out NULL on error; at EOF with nothing left, 0 and an
+ * empty rill_bytes. */
 RILL_API ssize_t rill_pipe_readall(rill_pipe *p, rill_bytes **out);
 /* Reads a line: copies everything up to and including the first occurrence of
  * match[0..mlen) into out and returns its length.  match NULL means "\r\n" (mlen is then
@@ -103,7 +105,8 @@ RILL_API ssize_t rill_pipe_canwrite(rill_pipe *p);
  * return 0), or the pipe is closed. */
 RILL_API bool rill_pipe_canread(rill_pipe *p);
 /* Bytes buffered now, those a reader is copying out included: it may exceed bsize after
- * rill_pipe_write_bytes, and while a big read copies out, bsize more may queue behind. */
+ * rill_pipe_write_bytes or a timed-out rill_pipe_readall, and while a big read copies
+ * out, bsize more may queue behind. */
 RILL_API size_t rill_pipe_buffered(rill_pipe *p);
 RILL_API bool rill_pipe_is_empty(rill_pipe *p);
 /* Waits until a write would not wait (less than bsize buffered, counted as
