@@ -180,11 +180,12 @@ RILL_API rill_stream *rill_pipe_stream(rill_loop *loop, rill_pipe *p, bool read_
  *
  * Reads the start of a byte source so it can be looked at before it is consumed
  * (pyslet's BufferedStreamWrapper).  At creation the source is read until EOF, until
- * the buffer is full, or until it reports RILL_EAGAIN.  The buffer holds one byte more
- * than buffsize, so that a source of exactly buffsize bytes is known to end there.  When
- * the whole source fit, the wrapper is seekable and knows its length.  Otherwise it is a plain
- * stream: reads serve the buffered bytes first and then call the source directly.  Not thread-safe;
- * the source must outlive the wrapper. */
+ * the buffer is full, or until it reports RILL_EAGAIN or an error.  The buffer holds one
+ * byte more than buffsize, so that a source of exactly buffsize bytes is known to end
+ * there.  When creation saw EOF, the whole source fit: the wrapper is seekable, knows its
+ * length and never calls the source again.  Otherwise (also after RILL_EAGAIN or an error
+ * at creation, for good) it is a plain stream: reads serve the buffered bytes first and
+ * then call the source directly.  Not thread-safe; the source must outlive the wrapper. */
 
 /* read(src, buf, len) returns > 0 bytes, 0 at EOF, or a negative RILL_E* code (RILL_EAGAIN
  * when a non-blocking source has nothing now).  buffsize 0 means 8192.  A source error at
@@ -192,18 +193,21 @@ RILL_API rill_stream *rill_pipe_stream(rill_loop *loop, rill_pipe *p, bool read_
  * (read NULL) or ENOMEM. */
 RILL_API rill_bufwrap *rill_bufwrap_new(ssize_t (*read)(void *src, void *buf, size_t len),
                                         void *src, size_t buffsize);
-/* Up to n bytes from the current position, without advancing: *out points into the
- * wrapper's buffer (valid until the next call on w) and the count is returned.  Only
- * buffered bytes can be peeked: past the buffer of a non-seekable wrapper it returns 0. */
+/* n bytes from the current position, or all the buffered ones left when fewer, without
+ * advancing or calling the source: *out points into the wrapper's buffer (valid until the
+ * next call on w) and the count is returned.  Only buffered bytes can be peeked: past the
+ * buffer of a non-seekable wrapper it returns 0. */
 RILL_API ssize_t rill_bufwrap_peek(rill_bufwrap *w, size_t n, const char **out);
-/* Reads up to len bytes: the count, 0 at EOF, or the source's code (RILL_EAGAIN...). */
+/* Reads up to len bytes: the count, 0 at EOF (or for len 0), or the source's code
+ * (RILL_EAGAIN...). */
 RILL_API ssize_t rill_bufwrap_read(rill_bufwrap *w, void *buf, size_t len);
 /* True when the whole source fit in the buffer at creation. */
 RILL_API bool rill_bufwrap_seekable(const rill_bufwrap *w);
 /* The source's length when seekable, -1 when unknown. */
 RILL_API int64_t rill_bufwrap_length(const rill_bufwrap *w);
 /* Moves the position (SEEK_SET, SEEK_CUR, SEEK_END) and returns the new one.  RILL_ESPIPE
- * when not seekable; RILL_EINVAL for another whence or a position outside [0, length]. */
+ * when not seekable (whatever the whence); RILL_EINVAL for another whence or a position
+ * outside [0, length], the position unchanged. */
 RILL_API int64_t rill_bufwrap_seek(rill_bufwrap *w, int64_t off, int whence);
 /* Frees the wrapper (not the source).  NULL is a no-op. */
 RILL_API void rill_bufwrap_free(rill_bufwrap *w);
