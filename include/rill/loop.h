@@ -66,7 +66,9 @@ RILL_API int rill_loop_work(rill_loop *loop, void (*work)(void *), void (*done)(
 
 /* Starts a timer: cb runs `after` ms from now, then every `repeat` ms if repeat > 0.
  * A one-shot timer frees itself after cb returns; a repeating one lives until
- * rill_timer_stop.  Timers with equal deadlines fire in start order.
+ * rill_timer_stop.  Timers with equal deadlines fire in start order (a repeating timer's
+ * next run counts as started when its cb returns).  A timer started during the loop's
+ * pass over due timers (from a callback), even with after 0, waits for the next pass.
  * NULL with errno EINVAL or ENOMEM. */
 RILL_API rill_timer *rill_timer_start(rill_loop *loop, uint64_t after, uint64_t repeat,
                                       void (*cb)(rill_timer *, void *), void *arg);
