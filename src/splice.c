@@ -144,10 +144,28 @@ static void shut_sink(dir_t *d)
 
 /* ---- copy path ------------------------------------------------------------------------- */
 
+static void on_drain(rill_stream *dst, const rill_event *ev, void *arg);
+
+/* A queue paused at or under the low water mark never falls to it: no DRAIN comes, so
+ * the write of nothing queued behind it says when it emptied. */
+static void on_paused_flushed(rill_stream *dst, int status, void *arg)
+{
+    dir_t *d = arg;
+    splice_op *op = d->op;
+    (void)status; /* a failure reaches the splice as the stream's error */
+    on_drain(dst, NULL, d);
+    op_unref(op);
+}
+
 static void pause_if_full(dir_t *d)
 {
     size_t q = rill_stream_write_queue_size(d->dst);
-    if (q && q + READ_MAX > rill__stream_high(d->dst)) {
+    if (q && q + READ_MAX > rill__stream_high(d->dst) && !d->paused) {
+        if (q <= (d->dst->x ? d->dst->x->low : 0)) {
+            if (rill_stream_write(d->dst, NULL, 0, on_paused_flushed, d) < 0)
+                return; /* cannot wait for it: keep reading */
+            d->op->refs++;
+        }
         d->paused = true;
         rill_stream_stop(d->src);
     }
@@ -330,10 +348,11 @@ static void zc_io(rill__io *io, unsigned revents)
         dir_t *d = &op->dir[i];
         int rc = d->live && !d->done && !d->deferred ? zc_step(d) : 0;
         if (rc < 0) {
-            finish(op, rc);
             /* The stream learns it too, as it would have on the copy path: its ERROR
-             * handlers run, or it closes when it has none. */
+             * handlers run, or it closes when it has none.  First: CLOSE_A / CLOSE_B
+             * close it at the end, and a closed stream reports nothing. */
             rill__stream_error(op->culprit, rc);
+            finish(op, rc);
         }
     }
     if (!op->finished)
