@@ -32,7 +32,7 @@
  * - both streams carry the pending flag while the splice runs and not after done;
  * - CLOSE_A / CLOSE_B close the named streams after done, and only those;
  * - backpressure: while the splice runs, a sink's write queue never exceeds its high
- *   water mark (64 KiB by default);
+ *   water mark (64 KiB by default), or one read (64 KiB) when the mark is lower;
  * - bytes go through splice(2) on the zero-copy path and never on the copying one.
  *
  * Left out: pipes (a stream over a pipe fd reads or writes only, so a splice of two pipe
