@@ -29,7 +29,7 @@
  *   at `priority` (lower first among completions ready in one iteration): 0, the first
  *   error, or RILL_ECANCELED.  The streams are then not reading; each has what the
  *   splice read but could not write yet in its write queue; CLOSE_A / CLOSE_B close them
- *   after that queue.
+ *   after that queue, when the splice ends (so a stream's CLOSE may come before done).
  * - Both streams carry the pending flag while it runs.  Do not read or write them
  *   meanwhile: READ handlers of a source still see the bytes on the copying path only.
  * - Zero-copy: on Linux, when both streams are plain sockets or pipes (not IPC, not
