@@ -135,10 +135,9 @@ RILL_API void rill_regex_free(rill_regex *re);
 /* Inactivity timeout in ms (0 = never): TIMEOUT fires, then the stream closes.  It counts
  * on the loop's clock (rill_loop_now, read once per iteration) from the last bytes read
  * or handed to the kernel, or the last call of this function, which restarts it even
- * with the same value; inside the
- * TIMEOUT handler it reads 0.  Streams with equal values share a list; a loop holds up to
- * 65,535 values in use at once (one more, or no memory, logs an error and leaves the
- * stream without a timeout). */
+ * with the same value; inside the TIMEOUT handler it reads 0.  Streams with equal values
+ * share a list; a loop holds up to 65,535 values in use at once (one more, or no memory,
+ * logs an error and leaves the stream without a timeout). */
 RILL_API void rill_stream_set_timeout(rill_stream *s, uint64_t ms);
 RILL_API uint64_t rill_stream_timeout(const rill_stream *s);
 /* Bound for buffered input while framing (default 1 MiB; 0 restores the default). */
