@@ -7,7 +7,7 @@ MESON_TEST := meson test --print-errorlogs --num-processes 2
 # The uring backend's tests exist only where liburing is (expanded at use, after deps).
 ASAN_URING = $(shell pkg-config --exists liburing 2>/dev/null && echo --suite uring)
 # The tests whose subject is threads (posts, the pool, refcounts, the pipe, cancellation).
-TSAN_TESTS := loop-epoll pool-epoll bytes pipe bufwrap cancel-epoll pipe_stream-epoll
+TSAN_TESTS := loop-epoll pool-epoll bytes pipe pipe_random bufwrap cancel-epoll pipe_stream-epoll
 
 .PHONY: all deps check check-asan check-tsan check-valgrind demo bench clean
 
