@@ -73,6 +73,7 @@ typedef struct {
     rill_cancel *cancel; /* reader: trigger it after cancel_after bytes */
     size_t cancel_after;
     pthread_t th;
+    atomic_bool ended; /* the thread is about to return */
 } peer;
 
 static void *writer(void *p)
@@ -86,12 +87,14 @@ static void *writer(void *p)
         ssize_t r = send(w->fd, g_pat + at, n, MSG_NOSIGNAL);
         if (r < 0) {
             w->err = -errno;
+            atomic_store(&w->ended, true);
             return NULL;
         }
         off += (size_t)r;
         atomic_store(&w->moved, off);
     }
     shutdown(w->fd, SHUT_WR);
+    atomic_store(&w->ended, true);
     return NULL;
 }
 
@@ -112,6 +115,7 @@ static void *reader(void *p)
             rill_cancel_trigger(r->cancel); /* from this thread, while the loop runs */
     }
     free(buf);
+    atomic_store(&r->ended, true);
     return NULL;
 }
 
@@ -216,8 +220,13 @@ static void run_big(conn (*mk)(rill_loop *), path how, size_t total, size_t canc
         rill_stream_close(x.s); /* the far ends see EOF or a reset, their threads end */
         rill_stream_close(y.s);
     }
-    for (int i = 0; i < 3; i++)
-        rill_loop_run(loop, RILL_RUN_NOWAIT);
+    /* The far ends' threads end once the streams' fds are really closed (after a cancel)
+     * or the EOFs went through: on uring that takes loop iterations (the ring's operations
+     * on the fds complete first), so run the loop until they have, within a bound; a join
+     * alone could wait for ever on a writer blocked in send. */
+    TH_RUN_UNTIL(loop, atomic_load(&wx.ended) && atomic_load(&wy.ended) && atomic_load(&rx.ended) &&
+                           atomic_load(&ry.ended),
+                 60000);
     pthread_join(wx.th, NULL);
     pthread_join(wy.th, NULL);
     pthread_join(rx.th, NULL);
