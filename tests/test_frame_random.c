@@ -36,6 +36,7 @@
  * RILL_FRAME_SEED=S makes other cases (for exploring: the default is fixed),
  * RILL_FRAME_VERBOSE=1 prints each case's counts and RILL_FRAME_TRACE=1 every frame. */
 #include "harness.h"
+#include "th_rand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,45 +50,6 @@
 #define SEED 0x72696c6c6672616dull /* fixed: every run makes the same cases */
 #define CASE_MS 20000              /* bound for one case */
 #define DEFAULT_MAX_BUFFER (1u << 20)
-
-/* ---- a small PRNG (xorshift64*) --------------------------------------------------------- */
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t seed_of(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull; /* splitmix64: any input gives a non-zero state */
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x ? x : 1;
-}
-
-static size_t below(uint64_t *s, size_t n)
-{
-    return n ? (size_t)(rnd(s) % n) : 0;
-}
-
-/* In [lo, hi], log-uniform: small values as likely as large ranges of big ones. */
-static size_t logu(uint64_t *s, size_t lo, size_t hi)
-{
-    if (hi <= lo)
-        return lo;
-    int bits = 0;
-    while (bits < 62 && ((size_t)1 << (bits + 1)) <= hi)
-        bits++;
-    size_t top = (size_t)1 << below(s, (size_t)bits + 1);
-    size_t v = top + below(s, top);
-    return v < lo ? lo : v > hi ? hi : v;
-}
 
 /* ---- regexes and their reference matchers ----------------------------------------------- */
 

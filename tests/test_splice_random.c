@@ -41,6 +41,7 @@
  * On failure the message names the case; RILL_SPLICE_CASE=N runs case N alone,
  * RILL_SPLICE_SEED=S makes other cases, RILL_SPLICE_VERBOSE=1 prints each case. */
 #include "harness.h"
+#include "th_rand.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -60,45 +61,6 @@
 #define SETTLE_MS 5000
 #define MAX_DIR (384u * 1024)
 #define READ_MAX ((size_t)64 * 1024) /* "one more read (64 KiB)" in splice.h */
-
-/* ---- a small PRNG (xorshift64*) --------------------------------------------------------- */
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t seed_of(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull; /* splitmix64: any input gives a non-zero state */
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x ? x : 1;
-}
-
-static size_t below(uint64_t *s, size_t n)
-{
-    return n ? (size_t)(rnd(s) % n) : 0;
-}
-
-/* In [lo, hi], log-uniform: small values as likely as large ranges of big ones. */
-static size_t logu(uint64_t *s, size_t lo, size_t hi)
-{
-    if (hi <= lo)
-        return lo;
-    int bits = 0;
-    while (bits < 62 && ((size_t)1 << (bits + 1)) <= hi)
-        bits++;
-    size_t top = (size_t)1 << below(s, (size_t)bits + 1);
-    size_t v = top + below(s, top);
-    return v < lo ? lo : v > hi ? hi : v;
-}
 
 /* ---- one case --------------------------------------------------------------------------- */
 

@@ -29,6 +29,7 @@
  * On failure the message names the case; RILL_TIMER_CASE=N runs case N alone, RILL_TIMER_SEED=S
  * makes other cases, RILL_TIMER_VERBOSE=1 prints each case. */
 #include "harness.h"
+#include "th_rand.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -39,50 +40,6 @@
 #define SEED 0x72696c6c74696d72ull /* fixed: every run makes the same cases */
 #define CASE_S 30                  /* alarm(2) bound for one case, in seconds */
 #define MAX_GEN 1                  /* timers started from callbacks nest this deep at most */
-
-/* ---- a small PRNG (xorshift64*) --------------------------------------------------------- */
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t seed_of(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull; /* splitmix64: any input gives a non-zero state */
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x ? x : 1;
-}
-
-static size_t below(uint64_t *s, size_t n)
-{
-    return n ? (size_t)(rnd(s) % n) : 0;
-}
-
-static bool chance(uint64_t *s, unsigned percent)
-{
-    return below(s, 100) < percent;
-}
-
-/* In [lo, hi], log-uniform. */
-static size_t logu(uint64_t *s, size_t lo, size_t hi)
-{
-    if (hi <= lo)
-        return lo;
-    int bits = 0;
-    while (bits < 62 && ((size_t)1 << (bits + 1)) <= hi)
-        bits++;
-    size_t top = (size_t)1 << below(s, (size_t)bits + 1);
-    size_t v = top + below(s, top);
-    return v < lo ? lo : v > hi ? hi : v;
-}
 
 static uint64_t g_seed;
 static int g_only = -1;
