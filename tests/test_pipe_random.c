@@ -458,17 +458,26 @@ static bool w_write_bytes(thr *t, size_t len)
     return true;
 }
 
-static bool w_flush(thr *t, bool wait)
+/* flush or flush_wait from thread t, timed (flush waits up to flush_tmo); false when the
+ * timing check failed. */
+static bool timed_flush(thr *t, bool wait, int64_t flush_tmo, int *rc)
 {
     kase *c = t->c;
     int64_t tw = wait ? wait_arg(t) : 0;
-    int64_t tmo = wait ? wait_eff(c, tw) : w_tmo(t);
-    const char *what = wait ? "flush_wait" : "flush";
+    int64_t tmo = wait ? wait_eff(c, tw) : flush_tmo;
     atomic_store(&t->doing, wait ? OP_FLUSH_WAIT : OP_FLUSH);
     uint64_t t0 = now_ns();
-    int rc = wait ? rill_pipe_flush_wait(c->p, tw) : rill_pipe_flush(c->p);
+    *rc = wait ? rill_pipe_flush_wait(c->p, tw) : rill_pipe_flush(c->p);
     atomic_store(&t->doing, OP_NONE);
-    if (!timing(t, what, t0, tmo, rc, true))
+    return timing(t, wait ? "flush_wait" : "flush", t0, tmo, *rc, true);
+}
+
+static bool w_flush(thr *t, bool wait)
+{
+    kase *c = t->c;
+    const char *what = wait ? "flush_wait" : "flush";
+    int rc;
+    if (!timed_flush(t, wait, w_tmo(t), &rc))
         return false;
     switch (rc) {
     case 0:
@@ -972,15 +981,10 @@ static bool flusher_step(thr *t)
     size_t r = below(&t->rs, 10);
     if (r < 6) {
         bool wait = r < 4;
-        int64_t tw = wait ? wait_arg(t) : 0;
-        /* flush follows the writer's mode, which this thread cannot know */
-        int64_t tmo = wait ? wait_eff(c, tw) : c->ptmo;
         const char *what = wait ? "flush_wait" : "flush";
-        atomic_store(&t->doing, wait ? OP_FLUSH_WAIT : OP_FLUSH);
-        uint64_t t0 = now_ns();
-        int rc = wait ? rill_pipe_flush_wait(c->p, tw) : rill_pipe_flush(c->p);
-        atomic_store(&t->doing, OP_NONE);
-        if (!timing(t, what, t0, tmo, rc, true))
+        int rc;
+        /* flush follows the writer's mode, which this thread cannot know */
+        if (!timed_flush(t, wait, c->ptmo, &rc))
             return false;
         CHECK(t,
               rc == 0 || rc == RILL_ETIMEDOUT || (!wait && rc == RILL_EAGAIN) ||
