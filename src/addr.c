@@ -1,8 +1,9 @@
 /* src/addr.c - socket addresses as text ("1.2.3.4:80", "[::1]:80", Unix paths) and the
- * address and credential queries of socket streams. */
+ * address and credential queries of socket streams, and their read low water mark. */
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -236,5 +237,33 @@ int rill_stream_peercred(const rill_stream *s, pid_t *pid, uid_t *uid, gid_t *gi
         *uid = cred.uid;
     if (gid)
         *gid = cred.gid;
+    return 0;
+}
+
+int rill_stream_set_read_lowat(rill_stream *s, size_t bytes)
+{
+    rill_addr unused;
+    int fd = stream_sock(s, &unused);
+    if (fd < 0)
+        return fd;
+    if (bytes > INT_MAX)
+        return RILL_EINVAL;
+    /* only TCP's readiness waits for the mark: Unix sockets and pipes would take it and
+     * still wake for every byte, so saying yes would mislead */
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (s->family != AF_INET && s->family != AF_INET6)
+        return RILL_ENOTSUP;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return rill__errno();
+    if (type != SOCK_STREAM)
+        return RILL_ENOTSUP;
+    int v = bytes ? (int)bytes : 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) < 0)
+        return rill__errno();
+    if (v > 1)
+        s->flags |= RILL__S_LOWAT;
+    else
+        s->flags &= ~RILL__S_LOWAT;
     return 0;
 }

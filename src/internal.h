@@ -336,6 +336,7 @@ enum {
     RILL__S_USEND = 1u << 24,     /* usock.c: a send is in the ring */
     RILL__S_UFREE = 1u << 25,     /* the last reference went while the ring still names the
                                    * stream: the last completion frees it */
+    RILL__S_LOWAT = 1u << 26,     /* a read low water mark is set (uring's receive polls first) */
 };
 
 /* Work that the stream's deferred call does (never inside the user's call). */

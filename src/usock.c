@@ -56,6 +56,8 @@ static int arm_recv(rill_stream *s)
     if (!sqe)
         return RILL_ENOMEM;
     io_uring_prep_recv_multishot(sqe, s->io.fd, NULL, 0, 0);
+    if (s->flags & RILL__S_LOWAT) /* no first try: it would take bytes under the mark */
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RILL__UR_BGID;
     io_uring_sqe_set_data64(sqe, ud(s, RILL__UR_RECV));

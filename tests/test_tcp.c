@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -571,6 +572,168 @@ static void test_nodelay_keepalive(void **state)
     th_loop_free(loop);
 }
 
+/* The read low water mark: a receiver that records its READs and EOF, and a peer that
+ * is a plain blocking socket, so the test decides exactly what arrives and when. */
+typedef struct {
+    rill_server *srv;
+    rill_stream *conn;
+    size_t lowat, total, first;
+    int reads, eofs, set_rc;
+} lowat_rx;
+
+static void lowat_read(rill_stream *s, const rill_event *ev, void *arg)
+{
+    lowat_rx *r = arg;
+    (void)s;
+    if (r->reads++ == 0)
+        r->first = ev->len;
+    r->total += ev->len;
+}
+
+static void lowat_eof(rill_stream *s, const rill_event *ev, void *arg)
+{
+    (void)ev;
+    ((lowat_rx *)arg)->eofs++;
+    rill_stream_close(s);
+}
+
+static void lowat_conn(rill_server *srv, rill_server_event_type type, rill_stream *conn, int err,
+                       void *arg)
+{
+    lowat_rx *r = arg;
+    (void)srv;
+    (void)type;
+    (void)err;
+    r->conn = rill_stream_ref(conn);
+    r->set_rc = rill_stream_set_read_lowat(conn, r->lowat);
+    rill_stream_on(conn, RILL_EV_READ, lowat_read, r);
+    rill_stream_on(conn, RILL_EV_EOF, lowat_eof, r);
+    rill_stream_start(conn);
+}
+
+/* Runs the loop for ms milliseconds (bounded: a tick timer ends every wait). */
+static void run_for(rill_loop *loop, int ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)ms;
+    TH_RUN_UNTIL(loop, th_now_ms() >= end, ms + 3000);
+}
+
+static void send_all(int fd, size_t n)
+{
+    char buf[8192];
+    memset(buf, 'w', sizeof buf);
+    while (n) {
+        ssize_t w = send(fd, buf, n < sizeof buf ? n : sizeof buf, MSG_NOSIGNAL);
+        assert_true(w > 0);
+        n -= (size_t)w;
+    }
+}
+
+/* Bytes under the mark stay in the kernel (no READ, and the stream polls unreadable); the
+ * byte that reaches it wakes the stream and one read takes them all; 0 restores the
+ * default; EOF still wakes a stream holding fewer bytes than its mark. */
+static void read_lowat_on(int family)
+{
+    int fds = th_fd_count();
+    rill_loop *loop = th_loop_new();
+    lowat_rx r = {.lowat = 8192};
+    r.srv = rill_tcp_listen(loop, family == AF_INET ? "127.0.0.1" : "::1", 0, NULL);
+    assert_non_null(r.srv);
+    assert_non_null(rill_server_on(r.srv, RILL_SEV_CONNECTION, lowat_conn, &r));
+    rill_addr a = loop_addr(family, srv_port(r.srv));
+    int peer = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(peer >= 0);
+    assert_int_equal(connect(peer, (struct sockaddr *)&a.ss, a.len), 0);
+    TH_RUN_UNTIL(loop, r.conn != NULL, 3000);
+    assert_int_equal(r.set_rc, 0);
+    assert_int_equal(sockopt(r.conn, SOL_SOCKET, SO_RCVLOWAT), 8192);
+
+    send_all(peer, 100);
+    run_for(loop, 150); /* without the mark, the READ comes within a millisecond */
+    assert_int_equal(r.reads, 0);
+    assert_false(rill_stream_is_readable(r.conn));
+    send_all(peer, 8092);
+    TH_RUN_UNTIL(loop, r.total == 8192, 3000);
+    assert_int_equal(r.reads, 1);
+    assert_int_equal(r.first, 8192);
+
+    assert_int_equal(rill_stream_set_read_lowat(r.conn, 0), 0); /* back to any byte */
+    assert_int_equal(sockopt(r.conn, SOL_SOCKET, SO_RCVLOWAT), 1);
+    send_all(peer, 10);
+    TH_RUN_UNTIL(loop, r.total == 8202, 3000);
+
+    assert_int_equal(rill_stream_set_read_lowat(r.conn, 8192), 0);
+    send_all(peer, 50);
+    run_for(loop, 100);
+    assert_int_equal(r.total, 8202);
+    assert_int_equal(shutdown(peer, SHUT_WR), 0); /* EOF wakes it below the mark */
+    TH_RUN_UNTIL(loop, r.eofs == 1, 3000);
+    assert_int_equal(r.total, 8252);
+    assert_int_equal(rill_stream_set_read_lowat(r.conn, 1), RILL_ECLOSED);
+    rill_stream_unref(r.conn);
+    close(peer);
+    rill_server_close(r.srv);
+    th_loop_free(loop);
+    assert_int_equal(th_fd_count(), fds);
+}
+
+static void test_read_lowat_ipv4(void **state)
+{
+    (void)state;
+    read_lowat_on(AF_INET);
+}
+
+static void test_read_lowat_ipv6(void **state)
+{
+    (void)state;
+    read_lowat_on(AF_INET6);
+}
+
+/* Only TCP streams take a mark: elsewhere the kernel would wake for every byte anyway. */
+static void test_read_lowat_bad_input(void **state)
+{
+    (void)state;
+    int fds = th_fd_count();
+    rill_loop *loop = th_loop_new();
+    assert_int_equal(rill_stream_set_read_lowat(NULL, 1), RILL_EINVAL);
+    rill_stream *pair[2];
+    assert_int_equal(rill_stream_pair(loop, pair, 0), 0); /* Unix sockets */
+    assert_int_equal(rill_stream_set_read_lowat(pair[0], 4096), RILL_ENOTSUP);
+    assert_int_equal(sockopt(pair[0], SOL_SOCKET, SO_RCVLOWAT), 1);
+    rill_stream_close(pair[0]);
+    rill_stream_close(pair[1]);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    rill_stream *rd = rill_fd_open(loop, p[0], 0);
+    assert_non_null(rd);
+    assert_int_equal(rill_stream_set_read_lowat(rd, 4096), RILL_ENOTSUP);
+    rill_stream_close(rd);
+    close(p[1]);
+
+    dropper d; /* a connect that never completes */
+    dropper_open(&d, AF_INET);
+    cli c;
+    rill_stream *s = cli_watch(rill_tcp_connect(loop, "127.0.0.1", d.port, NULL), &c, true);
+    rill_loop_run(loop, RILL_RUN_NOWAIT);
+    assert_int_equal(rill_stream_set_read_lowat(s, 4096), RILL_ENOTCONN);
+    rill_stream_close(s);
+
+    echo_srv e;
+    echo_start(loop, "127.0.0.1", NULL, &e);
+    s = cli_watch(rill_tcp_connect(loop, "127.0.0.1", srv_port(e.srv), NULL), &c, true);
+    TH_RUN_UNTIL(loop, c.connects == 1, 3000);
+    if ((size_t)-1 > (size_t)INT_MAX)
+        assert_int_equal(rill_stream_set_read_lowat(s, (size_t)INT_MAX + 1), RILL_EINVAL);
+    assert_int_equal(sockopt(s, SOL_SOCKET, SO_RCVLOWAT), 1);
+    assert_int_equal(rill_stream_set_read_lowat(s, 1024), 0); /* from CONNECT on: fine */
+    assert_int_equal(sockopt(s, SOL_SOCKET, SO_RCVLOWAT), 1024);
+    rill_stream_close(s);
+    rill_server_close(e.srv);
+    th_loop_free(loop);
+    dropper_close(&d);
+    assert_int_equal(th_fd_count(), fds);
+}
+
 static void on_connect_close(rill_stream *s, const rill_event *ev, void *arg)
 {
     (void)ev;
@@ -802,6 +965,9 @@ int main(void)
         cmocka_unit_test(test_happy_eyeballs_fast_failure),
         cmocka_unit_test(test_source_bind),
         cmocka_unit_test(test_nodelay_keepalive),
+        cmocka_unit_test(test_read_lowat_ipv4),
+        cmocka_unit_test(test_read_lowat_ipv6),
+        cmocka_unit_test(test_read_lowat_bad_input),
         cmocka_unit_test(test_close_mid_connect),
         cmocka_unit_test(test_listen_any_and_ipv6_only),
         cmocka_unit_test(test_reuseport_two_loops),
