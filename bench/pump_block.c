@@ -1,9 +1,15 @@
 /* bench/pump_block.c - the limit of the pump benchmark: a plain blocking accept and a
  * 64 KiB read loop that discards the bytes, then close.  One connection, then exit.
  *
- *   pump_block PORT        listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
+ * With LOWAT, the socket takes SO_RCVLOWAT of that many bytes first: a read then waits
+ * for that many (or EOF), so the reference for rill's read low water mark is the same
+ * kernel feature on the blocking side.
+ *
+ *   pump_block PORT [LOWAT] listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "accept1.h"
@@ -14,12 +20,17 @@
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pump_block PORT\n");
+        fprintf(stderr, "usage: pump_block PORT [LOWAT]\n");
         return 2;
     }
     int fd = bench_accept1("pump_block", argv[1], 0);
     if (fd < 0)
         return 1;
+    int lowat = argc > 2 ? atoi(argv[2]) : 0;
+    if (lowat > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) < 0) {
+        perror("pump_block: SO_RCVLOWAT");
+        return 1;
+    }
     static char buf[READ_SIZE];
     unsigned long long total = 0;
     ssize_t r;

@@ -3,7 +3,10 @@
  * stream closes by itself (no EOF handler); its CLOSE handler closes the server, and the
  * loop, with nothing left to do, returns.
  *
- *   pump_rill PORT        listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
+ * With LOWAT, the connection takes a read low water mark of that many bytes
+ * (rill_stream_set_read_lowat), the way the guide teaches for bulk receivers.
+ *
+ *   pump_rill PORT [LOWAT]  listens on 127.0.0.1:PORT; prints  received=N cpu_ns=T  at the end */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,6 +15,7 @@
 #include "cpu_ns.h"
 
 static unsigned long long total;
+static size_t lowat;
 
 static void on_read(rill_stream *s, const rill_event *ev, void *arg)
 {
@@ -33,6 +37,8 @@ static void on_connection(rill_server *srv, rill_server_event_type type, rill_st
     (void)type;
     (void)err;
     (void)arg;
+    if (lowat && rill_stream_set_read_lowat(conn, lowat) < 0)
+        fprintf(stderr, "pump_rill: read low water mark not set\n");
     if (!rill_stream_on(conn, RILL_EV_READ, on_read, NULL) ||
         !rill_stream_on(conn, RILL_EV_CLOSE, on_close, srv) || rill_stream_start(conn) < 0)
         rill_stream_close(conn);
@@ -41,9 +47,11 @@ static void on_connection(rill_server *srv, rill_server_event_type type, rill_st
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pump_rill PORT\n");
+        fprintf(stderr, "usage: pump_rill PORT [LOWAT]\n");
         return 2;
     }
+    if (argc > 2)
+        lowat = (size_t)strtoul(argv[2], NULL, 10);
     rill_loop *loop = rill_loop_new(NULL);
     rill_server *srv = loop ? rill_tcp_listen(loop, "127.0.0.1", (uint16_t)atoi(argv[1]), NULL) : NULL;
     if (!srv || !rill_server_on(srv, RILL_SEV_CONNECTION, on_connection, NULL)) {

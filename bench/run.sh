@@ -18,9 +18,12 @@
 #   callgrind   user-space instructions per message at 100 connections (valgrind)
 #   pump        2 GiB over one connection into rill (both backends), libuv, a blocking
 #               read loop (the limit) and a hand-written epoll receiver (the limit of any
-#               readiness-based receiver), the order rotated from run to run
+#               readiness-based receiver), the order rotated from run to run; and rill
+#               with a 64 KiB read low water mark (rill_stream_set_read_lowat, as the
+#               guide teaches bulk receivers) beside the blocking loop with the same
+#               SO_RCVLOWAT, for reference
 #   pumppair    rill's receiver and one peer's (the blocking loop, the epoll receiver,
-#               libuv) at the same time,
+#               libuv; rill with the mark against both blocking loops) at the same time,
 #               1 GiB each, receivers sharing one CPU and senders the other: the ratio of
 #               their CPU per byte (getrusage), steady where throughput swings
 #   idle        server VmRSS growth per idle connection, 10,000 connections
@@ -431,19 +434,23 @@ callgrind_one() { # SERVER CONNS
 }
 
 # ---- pump -------------------------------------------------------------------------------
-# The receiver KIND's program and backend (uring: pump_rill on that backend; empty is the
-# default backend).
-pump_exe() { if [ "$1" = uring ]; then echo "$B/pump_rill"; else echo "$B/pump_$1"; fi; }
+# The receiver KIND's program, backend (uring: pump_rill on that backend; empty is the
+# default backend) and extra argument (lowat, blocklw: a 64 KiB read low water mark).
+pump_exe() {
+    case $1 in
+    uring | lowat) echo "$B/pump_rill" ;;
+    blocklw) echo "$B/pump_block" ;;
+    *) echo "$B/pump_$1" ;;
+    esac
+}
 pump_backend() { if [ "$1" = uring ]; then echo uring; fi; }
+pump_arg() { case $1 in lowat | blocklw) echo 65536 ;; esac; }
 
 run_pump() {
     recvs=""
-    for r in block epoll rill uring uv; do
-        if [ $r = uring ]; then
-            [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && recvs="$recvs uring"
-            continue
-        fi
-        [ -x "$B/pump_$r" ] && recvs="$recvs $r"
+    for r in block epoll rill uring uv lowat blocklw; do
+        [ $r = uring ] && [ $HAVE_URING != 1 ] && continue
+        [ -x "$(pump_exe $r)" ] && recvs="$recvs $r"
     done
     say "== pump: 2 GiB in 64 KiB writes into:$recvs; $PUMP_RUNS runs (order rotated each run)"
     r=1
@@ -451,7 +458,7 @@ run_pump() {
         for p in $(rotate $((r - 1)) $recvs); do
             next_port
             env RILL_BACKEND="$(pump_backend $p)" taskset -c $S_CPU "$(pump_exe $p)" $PORT \
-                >"$TMP/recv" 2>>"$LOG" &
+                $(pump_arg $p) >"$TMP/recv" 2>>"$LOG" &
             rp=$!
             PIDS="$PIDS $rp"
             out=$(timeout 120 taskset -c $C_CPU "$B/pump_send" 127.0.0.1 $PORT $PUMP_BYTES 2>>"$LOG")
@@ -479,10 +486,11 @@ pump_syscalls() {
         next_port
         if [ "$have_perf" = 1 ]; then
             env RILL_BACKEND="$(pump_backend $p)" perf stat -x, -e raw_syscalls:sys_enter \
-                -o "$TMP/psys" -- taskset -c $S_CPU "$(pump_exe $p)" $PORT >/dev/null 2>>"$LOG" &
+                -o "$TMP/psys" -- taskset -c $S_CPU "$(pump_exe $p)" $PORT $(pump_arg $p) \
+                >/dev/null 2>>"$LOG" &
         else
             env RILL_BACKEND="$(pump_backend $p)" strace -f -c -o "$TMP/psys" \
-                taskset -c $S_CPU "$(pump_exe $p)" $PORT >/dev/null 2>>"$LOG" &
+                taskset -c $S_CPU "$(pump_exe $p)" $PORT $(pump_arg $p) >/dev/null 2>>"$LOG" &
         fi
         rp=$!
         PIDS="$PIDS $rp"
@@ -505,13 +513,16 @@ run_pump_paired() {
     sides=""
     [ -x "$B/pump_rill" ] && sides=rill
     [ $HAVE_URING = 1 ] && [ -x "$B/pump_rill" ] && sides="$sides uring"
+    [ -x "$B/pump_rill" ] && sides="$sides lowat"
     bytes=1073741824
-    say "== paired pump: $sides with the blocking loop, the epoll receiver and libuv at once, 1 GiB each; $PUMP_PAIR_RUNS runs (which starts first alternates)"
+    say "== paired pump: $sides with the blocking loop, the epoll receiver and libuv (lowat: both blocking loops) at once, 1 GiB each; $PUMP_PAIR_RUNS runs (which starts first alternates)"
     for side in $sides; do
         key=ppair
+        peers="block epoll uv"
         [ $side = uring ] && key=ppairu
-        for peer in block epoll uv; do
-            [ -x "$B/pump_$peer" ] || continue
+        [ $side = lowat ] && key=ppairl && peers="block blocklw"
+        for peer in $peers; do
+            [ -x "$(pump_exe $peer)" ] || continue
             r=1
             while [ $r -le "$PUMP_PAIR_RUNS" ]; do
                 next_port
@@ -519,9 +530,9 @@ run_pump_paired() {
                 next_port
                 pb=$PORT
                 env RILL_BACKEND="$(pump_backend $side)" taskset -c $S_CPU "$(pump_exe $side)" $pa \
-                    >"$TMP/ra" 2>>"$LOG" &
+                    $(pump_arg $side) >"$TMP/ra" 2>>"$LOG" &
                 ra=$!
-                taskset -c $S_CPU "$(pump_exe $peer)" $pb >"$TMP/rb" 2>>"$LOG" &
+                taskset -c $S_CPU "$(pump_exe $peer)" $pb $(pump_arg $peer) >"$TMP/rb" 2>>"$LOG" &
                 rb=$!
                 PIDS="$PIDS $ra $rb"
                 sleep 0.2
@@ -742,6 +753,17 @@ report() {
                     " | " ratio("pumpsys.rill", "pumpsys.uv") " | " ratio("pumpsys.uring", "pumpsys.block") " |"
             print ""
         }
+        if ("pump.lowat" in v) {
+            print "| pump with a 64 KiB read low water mark | rill, mark | blocking read, plain (limit) | blocking read, same SO_RCVLOWAT | rill, no mark | rill mark/limit | rill mark/blocking mark |"
+            print "|---|---:|---:|---:|---:|---:|---:|"
+            print "| MB/s (higher better) | " cell("pump.lowat") " | " cell("pump.block") " | " cell("pump.blocklw") \
+                " | " cell("pump.rill") " | " ratio("pump.lowat", "pump.block", 1) " | " ratio("pump.lowat", "pump.blocklw", 1) " |"
+            if ("pumpsys.lowat" in v)
+                print "| syscalls per 64 KiB (lower better) | " cell("pumpsys.lowat") " | " cell("pumpsys.block") \
+                    " | " cell("pumpsys.blocklw") " | " cell("pumpsys.rill") " | " ratio("pumpsys.lowat", "pumpsys.block") \
+                    " | " ratio("pumpsys.lowat", "pumpsys.blocklw") " |"
+            print ""
+        }
         if ("ppair.block.cpu" in v || "ppair.uv.cpu" in v) {
             print "| paired pump: the rill receiver and the peer receiver at the same time, 1 GiB each; rill / peer, median (min-max) | vs blocking read (limit) | vs epoll receiver | vs libuv |"
             print "|---|---:|---:|---:|"
@@ -755,6 +777,13 @@ report() {
                 print "| rill on uring: MB/s (higher better) | " pcell("ppairu.block.mbs") " | " \
                     pcell("ppairu.epoll.mbs") " | " pcell("ppairu.uv.mbs") " |"
             }
+            print ""
+        }
+        if ("ppairl.block.cpu" in v || "ppairl.blocklw.cpu" in v) {
+            print "| paired pump, rill with a 64 KiB read low water mark; rill / peer, median (min-max) | vs blocking read, plain (limit) | vs blocking read, same SO_RCVLOWAT |"
+            print "|---|---:|---:|"
+            print "| receiver CPU per byte (lower better) | " pcell("ppairl.block.cpu") " | " pcell("ppairl.blocklw.cpu") " |"
+            print "| MB/s (higher better; the senders share a CPU) | " pcell("ppairl.block.mbs") " | " pcell("ppairl.blocklw.mbs") " |"
             print ""
         }
         nt = 0
