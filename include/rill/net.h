@@ -81,14 +81,15 @@ RILL_API int rill_stream_peername(const rill_stream *s, rill_addr *out);
 RILL_API int rill_stream_peercred(const rill_stream *s, pid_t *pid, uid_t *uid, gid_t *gid);
 /* TCP: the kernel wakes the stream for reading only once at least `bytes` are waiting, or
  * at EOF or an error (SO_RCVLOWAT; 0 or 1 restores the default of any byte).  For bulk
- * receivers: fewer wake-ups and fuller reads (see docs/ and bench/).  Never use it where the
- * peer may wait for an answer to fewer bytes: they stay in the kernel, unseen, until
- * more arrive or the peer closes; bytes waiting there are not activity for the
- * inactivity timeout.  READ events still carry what one read finds, which can be less
- * (the kernel also wakes under memory pressure, and caps the mark at half its largest
- * receive buffer).  Errors: RILL_EINVAL (no socket, or bytes > INT_MAX), RILL_ENOTCONN
- * (still connecting: set it in the CONNECT handler), RILL_ECLOSED, RILL_ENOTSUP (not a
- * TCP stream: Unix sockets and pipes wake for every byte whatever the mark). */
+ * receivers: fewer wake-ups and fuller reads (docs/guide.md, bench/).  Never use it where
+ * the peer may wait for an answer to fewer bytes: they stay in the kernel, unseen, until
+ * more arrive or the peer closes; bytes waiting there are not activity for the inactivity
+ * timeout, nor do they make rill_stream_is_readable true.  READ events still carry what
+ * one read finds, which can be less (the kernel also wakes under memory pressure, and
+ * caps the mark at half its largest receive buffer).  Errors: RILL_EINVAL (no socket, or
+ * bytes > INT_MAX), RILL_ENOTCONN (still connecting: set it in the CONNECT handler),
+ * RILL_ECLOSED, RILL_ENOTSUP (not a TCP stream: Unix sockets and pipes wake for every byte
+ * whatever the mark). */
 RILL_API int rill_stream_set_read_lowat(rill_stream *s, size_t bytes);
 
 #endif
