@@ -10,7 +10,16 @@
  * of the window and adds  server_cpu_ns_per_msg=...  (whole process, every thread);
  * client_cpu_s=... (its own CPU time in the window) shows when the client is the limit.
  * SIGUSR1 prints  mark msgs=N  (messages so far), so a runner can bracket an strace or
- * callgrind window with exact message counts.  SECONDS 0 runs until killed. */
+ * callgrind window with exact message counts.  SECONDS 0 runs until killed.
+ *
+ * Several servers at once: PORT and SERVER_PID as comma-separated lists (same length).
+ * CONNS connections go to each, and the client drives one server at a time in turn, in
+ * slices of SLICE_MS (environment PINGPONG_SLICE_MS, 250): at a slice's end it stops
+ * sending to that server, waits for the echoes in flight, and moves on.  Each server gets
+ * a 1 s warm-up, then SECONDS of driven time; the output is one line per server, in the
+ * order given, starting  port=PORT.  Whatever slows the machine for a while then slows
+ * every server alike, where back-to-back runs of one server at a time each meet their own
+ * share of it. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -34,9 +43,21 @@
 
 typedef struct {
     int fd;
+    int server;   /* index of its server (several-server mode) */
     uint32_t seq; /* message number on this connection */
     size_t got;   /* bytes of the current echo received */
 } conn;
+
+/* One server of the several-server mode: what its driven slices added up to. */
+typedef struct {
+    const char *port, *pid;
+    uint64_t msgs;
+    double secs, self_s;
+    long long ticks;
+    bool ticks_ok;
+} target;
+
+#define MAX_TARGETS 16
 
 static size_t size = 64;
 static char *pattern; /* PATTERN + size bytes; message k is pattern + (k % PATTERN) */
@@ -142,6 +163,124 @@ static void on_usr1(int sig)
     mark_requested = 1;
 }
 
+/* Splits a comma-separated list in place; returns the number of items (at most max). */
+static int split(char *list, const char **out, int max)
+{
+    int n = 0;
+    for (char *p = list; p && n < max; n++) {
+        out[n] = p;
+        p = strchr(p, ',');
+        if (p)
+            *p++ = 0;
+    }
+    return n;
+}
+
+/* Drives server k's connections for `secs` seconds: each sends, and sends again after each
+ * echo until the slice ends; then the echoes in flight come back.  Adds to t when count. */
+static void drive(int ep, conn *cs, int nconn, target *t, double secs, bool count, char *buf,
+                  size_t cap)
+{
+    struct epoll_event ev[MAX_EVENTS];
+    long long c0 = t->pid ? proc_cpu_ticks(t->pid) : -1;
+    double self0 = self_cpu_s(), start = now_s(), end = start + secs;
+    uint64_t msgs = 0;
+    int busy = nconn;
+    for (int i = 0; i < nconn; i++)
+        send_next(&cs[i]);
+    while (busy) {
+        int n = epoll_wait(ep, ev, MAX_EVENTS, 100);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        bool over = now_s() >= end;
+        for (int i = 0; i < n; i++) {
+            conn *c = ev[i].data.ptr;
+            if (!on_readable(c, buf, cap))
+                continue;
+            msgs++;
+            if (over)
+                busy--;
+            else
+                send_next(c);
+        }
+    }
+    if (!count)
+        return;
+    long long c1 = t->pid ? proc_cpu_ticks(t->pid) : -1;
+    t->msgs += msgs;
+    t->secs += now_s() - start;
+    t->self_s += self_cpu_s() - self0;
+    if (c0 < 0 || c1 < 0)
+        t->ticks_ok = false;
+    else
+        t->ticks += c1 - c0;
+}
+
+static int run_several(const char *host, char *ports, char *pids, int nconn, double secs)
+{
+    target ts[MAX_TARGETS] = {0};
+    const char *pv[MAX_TARGETS], *dv[MAX_TARGETS];
+    int nt = split(ports, pv, MAX_TARGETS);
+    int nd = pids ? split(pids, dv, MAX_TARGETS) : 0;
+    if (nt < 1 || (pids && nd != nt) || secs <= 0) {
+        fprintf(stderr, "pingpong: several servers need as many pids as ports, and SECONDS > 0\n");
+        return 2;
+    }
+    const char *env = getenv("PINGPONG_SLICE_MS");
+    double slice = (env ? atof(env) : 250) / 1000;
+    if (slice <= 0)
+        slice = 0.25;
+    size_t cap = size < 65536 ? 65536 : size;
+    char *buf = malloc(cap);
+    conn *conns = calloc((size_t)nconn * (size_t)nt, sizeof *conns);
+    if (!buf || !conns)
+        die("malloc");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1");
+    for (int k = 0; k < nt; k++) {
+        ts[k].port = pv[k];
+        ts[k].pid = pids ? dv[k] : NULL;
+        ts[k].ticks_ok = true;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+        int gai = getaddrinfo(host, pv[k], &hints, &ai);
+        if (gai) {
+            fprintf(stderr, "pingpong: %s: %s\n", host, gai_strerror(gai));
+            return 1;
+        }
+        for (int i = 0; i < nconn; i++) {
+            conn *c = &conns[k * nconn + i];
+            c->fd = connect_to(ai);
+            c->server = k;
+            c->seq = (uint32_t)i;
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e) < 0)
+                die("epoll_ctl");
+        }
+        freeaddrinfo(ai);
+    }
+    /* warm-up, in slices too, so no server waits idle for long before its window */
+    for (double w = 0; w < WARMUP_S; w += slice)
+        for (int k = 0; k < nt; k++)
+            drive(ep, &conns[k * nconn], nconn, &ts[k], slice, false, buf, cap);
+    for (double d = 0; d < secs - 1e-9; d += slice)
+        for (int k = 0; k < nt; k++)
+            drive(ep, &conns[k * nconn], nconn, &ts[k], secs - d < slice ? secs - d : slice,
+                  true, buf, cap);
+    for (int k = 0; k < nt; k++) {
+        target *t = &ts[k];
+        printf("port=%s msgs_per_s=%.0f conns=%d size=%zu msgs=%llu secs=%.3f client_cpu_s=%.2f",
+               t->port, (double)t->msgs / t->secs, nconn, size, (unsigned long long)t->msgs,
+               t->secs, t->self_s);
+        if (t->pid && t->ticks_ok && t->msgs)
+            printf(" server_cpu_ns_per_msg=%.0f server_cpu_s=%.2f",
+                   (double)t->ticks * 1e9 / (double)sysconf(_SC_CLK_TCK) / (double)t->msgs,
+                   (double)t->ticks / (double)sysconf(_SC_CLK_TCK));
+        printf("\n");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -165,6 +304,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_usr1};
     sigaction(SIGUSR1, &sa, NULL);
+    if (strchr(argv[2], ',')) {
+        pattern = malloc(PATTERN + size);
+        if (!pattern)
+            die("malloc");
+        for (size_t i = 0; i < PATTERN + size; i++)
+            pattern[i] = (char)(i * 7 + (i >> 8));
+        return run_several(argv[1], argv[2], argc > 6 ? argv[6] : NULL, nconn, secs);
+    }
 
     pattern = malloc(PATTERN + size);
     size_t cap = size < 65536 ? 65536 : size;

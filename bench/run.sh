@@ -4,10 +4,11 @@
 # Servers (whichever of bench/echo_{rill,epoll,uv,event,fiber} were built, and "uring":
 # echo_rill on the io_uring backend, RILL_BACKEND=uring, when the build has it) run pinned
 # to one CPU and the load client to the other.  Every number comes from the same run:
-#   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved,
-#               the server order rotated from run to run
-#               (run 1 of every cell, then run 2, ...), median with min-max; server CPU
-#               per message from /proc/PID/stat (utime+stime) over the measured window
+#   ping-pong   msgs/s at 1, 100 and 1000 connections; RUNS runs per cell, interleaved
+#               (run 1 of every cell, then run 2, ...), median with min-max; in a run all
+#               servers are up and one client drives them in turn in 250 ms slices (the
+#               first server rotated from run to run); server CPU per message from
+#               /proc/PID/stat (utime+stime) over the driven slices
 #   paired      rill (and rill on uring) and one peer (epoll, libuv) served at the same
 #               time on the same CPUs:
 #               the ratio of their server CPU per message, which outside load disturbs
@@ -41,7 +42,9 @@
 # pump run takes about a second, and its MB/s swings by ±30%, the paired ratio by ±15%, so
 # a median of 5 or 7 says little), RILL_BENCH_ONLY (a space-separated subset of: pingpong paired
 # syscalls callgrind pump pumppair idle timers others, or "none"), RILL_BENCH_RAW (a latest.raw to
-# start from), RILL_BENCH_URING (1; 0 leaves the uring backend out).
+# start from), RILL_BENCH_URING (1; 0 leaves the uring backend out), RILL_BENCH_SLICE_MS (250:
+# ping-pong serves all servers at once and drives them in turn in slices this long; 0 runs
+# them one at a time, back to back).
 set -u
 
 BUILD=${1:-build-bench}
@@ -53,6 +56,7 @@ RUNS=${RILL_BENCH_RUNS:-7}
 PAIR_RUNS=${RILL_BENCH_PAIR_RUNS:-5}
 PUMP_RUNS=${RILL_BENCH_PUMP_RUNS:-15}
 PUMP_PAIR_RUNS=${RILL_BENCH_PUMP_PAIR_RUNS:-11}
+SLICE_MS=${RILL_BENCH_SLICE_MS:-250}
 CONNS=${RILL_BENCH_CONNS:-"1 100 1000"}
 PROFILE=${RILL_BENCH_PROFILE:-1}
 CG_CONNS=${RILL_BENCH_CG_CONNS:-"100 1000"}
@@ -189,8 +193,59 @@ rotate() { # K WORDS...: the words starting from the K-th (0-based), wrapping ar
     echo $out
 }
 
+# One ping-pong result line: records it and prints the progress line.
+pp_put() { # SERVER CONNS RUN OUTPUT
+    log "pingpong $1 conns=$2 run=$3: $4"
+    mps=$(val "$4" msgs_per_s)
+    if [ -z "$mps" ]; then
+        say "   $1 conns=$2 run $3: FAILED (see $LOG)"
+        return
+    fi
+    put "pp.$1.$2.mps" "$mps"
+    cpu=$(val "$4" server_cpu_ns_per_msg)
+    [ -n "$cpu" ] && put "pp.$1.$2.cpu" "$cpu"
+    echo "   run $3 conns=$2 $1: $mps msgs/s, server ${cpu:-?} ns CPU/msg" >&2
+}
+
+# A run serves every server at once, each on its own port, and one client drives them in
+# turn in slices of SLICE_MS (bench/pingpong.c): the machine's slow spells, which last
+# seconds to minutes on a shared VM and once took every server from 7,500 to 2,000 msgs/s
+# at 1 connection, then fall on all servers alike instead of on whichever ran then.
 run_pingpong() {
-    say "== ping-pong: servers:$SERVERS; conns: $CONNS; $RUNS runs x ${SECS}s (+1 s warm-up)"
+    if [ "$SLICE_MS" = 0 ]; then
+        run_pingpong_apart
+        return
+    fi
+    say "== ping-pong: servers:$SERVERS; conns: $CONNS; $RUNS runs, each driving every server in turn in ${SLICE_MS} ms slices for ${SECS}s (+1 s warm-up) of its own"
+    r=1
+    while [ $r -le "$RUNS" ]; do
+        order=$(rotate $((r - 1)) $SERVERS) # which server goes first changes each run
+        for c in $CONNS; do
+            ports=""
+            pids=""
+            for s in $order; do
+                next_port
+                start_server "$s" $PORT
+                ports="$ports,$PORT"
+                pids="$pids,$SPID"
+            done
+            out=$(PINGPONG_SLICE_MS=$SLICE_MS taskset -c $C_CPU "$B/pingpong" 127.0.0.1 "${ports#,}" \
+                "$c" "$SECS" $SIZE "${pids#,}" 2>>"$LOG")
+            for pid in $(echo "$pids" | tr , ' '); do stop_pid "$pid"; done
+            i=0
+            for s in $order; do
+                i=$((i + 1))
+                port=$(echo "${ports#,}" | cut -d, -f$i)
+                pp_put "$s" "$c" "$r" "$(echo "$out" | grep "^port=$port ")"
+            done
+        done
+        r=$((r + 1))
+    done
+}
+
+# RILL_BENCH_SLICE_MS=0: one server at a time, back to back.
+run_pingpong_apart() {
+    say "== ping-pong: servers:$SERVERS; conns: $CONNS; $RUNS runs x ${SECS}s (+1 s warm-up), one server at a time"
     r=1
     while [ $r -le "$RUNS" ]; do
         # each run starts with another server: no server always follows the same one
@@ -201,16 +256,7 @@ run_pingpong() {
                 start_server "$s" $PORT
                 out=$(taskset -c $C_CPU "$B/pingpong" 127.0.0.1 $PORT "$c" "$SECS" $SIZE "$SPID" 2>>"$LOG")
                 stop_pid "$SPID"
-                log "pingpong $s conns=$c run=$r: $out"
-                mps=$(val "$out" msgs_per_s)
-                if [ -z "$mps" ]; then
-                    say "   $s conns=$c run $r: FAILED (see $LOG)"
-                    continue
-                fi
-                put "pp.$s.$c.mps" "$mps"
-                cpu=$(val "$out" server_cpu_ns_per_msg)
-                [ -n "$cpu" ] && put "pp.$s.$c.cpu" "$cpu"
-                echo "   run $r conns=$c $s: $mps msgs/s, server ${cpu:-?} ns CPU/msg" >&2
+                pp_put "$s" "$c" "$r" "$out"
             done
         done
         r=$((r + 1))
@@ -929,7 +975,7 @@ cp "$RAW" "$OUT/latest.raw"
     echo "Commit $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "(plus $dirty uncommitted files under src/ and include/ at the time); $(nproc) CPUs" \
         "($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)); servers on CPU $S_CPU," \
-        "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell (server order rotated each run)," \
+        "clients on CPU $C_CPU; ping-pong: $SIZE-byte messages, $RUNS interleaved runs per cell (servers driven in turn in ${SLICE_MS} ms slices, 0 = one at a time; first server rotated each run)," \
         "1 s warm-up + ${SECS} s window; pump: $PUMP_RUNS runs per receiver, $PUMP_PAIR_RUNS paired runs" \
         "per pair; median (min-max).  Ratios compare medians; for costs" \
         "(CPU, syscalls, instructions, bytes, ns) lower is better.  Whole run: ${elapsed} s;" \
