@@ -250,10 +250,10 @@ int rill_stream_set_read_lowat(rill_stream *s, size_t bytes)
         return RILL_EINVAL;
     /* only TCP's readiness waits for the mark: Unix sockets and pipes would take it and
      * still wake for every byte, so saying yes would mislead */
-    int type = 0;
-    socklen_t len = sizeof type;
     if (s->family != AF_INET && s->family != AF_INET6)
         return RILL_ENOTSUP;
+    int type = 0;
+    socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
         return rill__errno();
     if (type != SOCK_STREAM)

@@ -709,6 +709,12 @@ static void test_read_lowat_bad_input(void **state)
     assert_int_equal(rill_stream_set_read_lowat(rd, 4096), RILL_ENOTSUP);
     rill_stream_close(rd);
     close(p[1]);
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); /* an INET socket, not TCP */
+    assert_true(u >= 0);
+    rill_stream *us = rill_fd_open(loop, u, 0);
+    assert_non_null(us);
+    assert_int_equal(rill_stream_set_read_lowat(us, 4096), RILL_ENOTSUP);
+    rill_stream_close(us);
 
     dropper d; /* a connect that never completes */
     dropper_open(&d, AF_INET);
