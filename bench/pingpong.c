@@ -304,23 +304,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_usr1};
     sigaction(SIGUSR1, &sa, NULL);
-    if (strchr(argv[2], ',')) {
-        pattern = malloc(PATTERN + size);
-        if (!pattern)
-            die("malloc");
-        for (size_t i = 0; i < PATTERN + size; i++)
-            pattern[i] = (char)(i * 7 + (i >> 8));
-        return run_several(argv[1], argv[2], argc > 6 ? argv[6] : NULL, nconn, secs);
-    }
-
     pattern = malloc(PATTERN + size);
-    size_t cap = size < 65536 ? 65536 : size;
-    char *buf = malloc(cap);
-    conn *conns = calloc((size_t)nconn, sizeof *conns);
-    if (!pattern || !buf || !conns)
+    if (!pattern)
         die("malloc");
     for (size_t i = 0; i < PATTERN + size; i++)
         pattern[i] = (char)(i * 7 + (i >> 8));
+    if (strchr(argv[2], ','))
+        return run_several(argv[1], argv[2], argc > 6 ? argv[6] : NULL, nconn, secs);
+
+    size_t cap = size < 65536 ? 65536 : size;
+    char *buf = malloc(cap);
+    conn *conns = calloc((size_t)nconn, sizeof *conns);
+    if (!buf || !conns)
+        die("malloc");
 
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int gai = getaddrinfo(argv[1], argv[2], &hints, &ai);

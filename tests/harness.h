@@ -39,6 +39,16 @@ rill_timer *th_tick_start(rill_loop *loop);
         rill_timer_stop(th_t_);                                                        \
     } while (0)
 
+/* Notes a loop iteration seen at `now` (rill_loop_now): *max keeps the longest gap since
+ * the one before (*prev; 0: none yet).  A 1 ms repeating timer calling it measures how
+ * far apart iterations come, which on a loaded machine bounds how late a deadline shows. */
+static inline void th_gap_note(uint64_t now, uint64_t *prev, uint64_t *max)
+{
+    if (*prev && now - *prev > *max)
+        *max = now - *prev;
+    *prev = now;
+}
+
 /* FNV-1a, 64 bits: start with TH_HASH_INIT. */
 #define TH_HASH_INIT 0xcbf29ce484222325ull
 uint64_t th_hash(uint64_t h, const void *data, size_t len);

@@ -13,10 +13,7 @@ static uint64_t g_prev_tick, g_max_gap;
 static void gap_tick(rill_timer *t, void *arg)
 {
     (void)t;
-    uint64_t now = rill_loop_now(arg);
-    if (g_prev_tick && now - g_prev_tick > g_max_gap)
-        g_max_gap = now - g_prev_tick;
-    g_prev_tick = now;
+    th_gap_note(rill_loop_now(arg), &g_prev_tick, &g_max_gap);
 }
 
 typedef struct {

@@ -141,10 +141,7 @@ static void tfail(tcase *c, const char *fmt, ...)
 static void gap_tick(rill_timer *t, void *arg)
 {
     (void)t;
-    uint64_t now = rill_loop_now(arg);
-    if (g_prev_tick && now - g_prev_tick > g_max_gap)
-        g_max_gap = now - g_prev_tick;
-    g_prev_tick = now;
+    th_gap_note(rill_loop_now(arg), &g_prev_tick, &g_max_gap);
 }
 
 /* Timeout values: mostly popular ones (shared lists), else any in 20..150. */
